@@ -1,0 +1,20 @@
+//! crm-api: the REST API for CRM rows, webhook settings and the delivery log, and the outbox relay that publishes
+//! every row change to JetStream. See CONTRACT §2 for the routes and §3 for the events.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod json;
+pub mod metrics;
+pub mod pagination;
+pub mod relay;
+pub mod repo;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use config::ApiConfig;
+pub use startup::Application;

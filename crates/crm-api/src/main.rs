@@ -1,0 +1,72 @@
+//! `crm-api [serve]` serves; `crm-api migrate` applies migrations and exits.
+
+use crm_api::{ApiConfig, Application};
+use service_common::{db, telemetry, Env};
+use std::process::ExitCode;
+
+const HELP: &str = "crm-api — REST API and outbox relay of crm-webhook-sync
+
+USAGE:
+    crm-api [serve]     apply pending migrations (unless CRM_MIGRATE_ON_START=false) and serve
+    crm-api migrate     apply pending migrations and exit
+    crm-api --help | --version
+
+Configuration is read from the environment; see the README's configuration table.
+Required: DATABASE_URL, CRM_SECRET_KEY.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
+    match command.as_str() {
+        "--help" | "-h" | "help" => {
+            println!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        "--version" | "-V" => {
+            println!("crm-api {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        "serve" | "migrate" => {}
+        other => {
+            eprintln!("crm-api: unknown command `{other}`; try --help");
+            return ExitCode::from(2);
+        }
+    }
+    let config = match ApiConfig::from_env(&Env::process()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("crm-api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init("info,sqlx=warn", std::io::stderr);
+    let result = if command == "migrate" {
+        migrate(&config).await
+    } else {
+        serve(config).await
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crm-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
+    let pool = db::connect(&config.common.database_url, 2, "crm-api-migrate").await?;
+    db::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn serve(config: ApiConfig) -> anyhow::Result<()> {
+    let shutdown = service_common::shutdown::on_signal();
+    Application::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}

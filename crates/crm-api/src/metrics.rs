@@ -1,0 +1,73 @@
+//! crm-api's metrics. Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, base units);
+//! labels are bounded and never carry a secret, a URL or an id.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use service_common::metrics::{latency_histogram, HttpMetrics, MetricsRegistry};
+
+#[derive(Clone)]
+pub struct ApiMetrics {
+    pub registry: MetricsRegistry,
+    pub http: HttpMetrics,
+    /// Events waiting in the outbox, sampled by the relay.
+    pub outbox_backlog: Gauge,
+    /// Events the relay published (stream acknowledged, including duplicates).
+    pub outbox_published: Counter,
+    /// Publishes the stream reported as duplicates (a republish after a relay crash).
+    pub outbox_duplicates: Counter,
+    /// Relay batches that failed and were retried.
+    pub outbox_publish_errors: Counter,
+    /// Time from an event's commit to the stream's acknowledgement.
+    pub outbox_publish_latency: Histogram,
+}
+
+impl ApiMetrics {
+    pub fn new() -> Self {
+        let registry = MetricsRegistry::new();
+        let http = HttpMetrics::register(&registry);
+        let metrics = ApiMetrics {
+            registry: registry.clone(),
+            http,
+            outbox_backlog: Gauge::default(),
+            outbox_published: Counter::default(),
+            outbox_duplicates: Counter::default(),
+            outbox_publish_errors: Counter::default(),
+            outbox_publish_latency: latency_histogram(),
+        };
+        registry.with(|r| {
+            r.register(
+                "crm_outbox_backlog",
+                "Events committed but not yet published",
+                metrics.outbox_backlog.clone(),
+            );
+            r.register(
+                "crm_outbox_published",
+                "Events published to the stream",
+                metrics.outbox_published.clone(),
+            );
+            r.register(
+                "crm_outbox_duplicates",
+                "Publishes the stream deduplicated by Nats-Msg-Id",
+                metrics.outbox_duplicates.clone(),
+            );
+            r.register(
+                "crm_outbox_publish_errors",
+                "Relay batches that failed and will be retried",
+                metrics.outbox_publish_errors.clone(),
+            );
+            r.register(
+                "crm_outbox_publish_latency_seconds",
+                "Time from commit to stream acknowledgement",
+                metrics.outbox_publish_latency.clone(),
+            );
+        });
+        metrics
+    }
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,200 @@
+//! The outbox relay: moves committed events from PostgreSQL to the JetStream stream.
+//!
+//! One relay runs in every crm-api replica. Each pass claims a batch with `FOR UPDATE SKIP LOCKED` (replicas take
+//! disjoint batches), publishes every event with `Nats-Msg-Id` = its message id, awaits every acknowledgement,
+//! then deletes the batch and commits. A relay that dies anywhere in between leaves the batch in the table, and
+//! whoever claims it next republishes: the stream's duplicate window stores each id once. A failed pass (NATS or
+//! PostgreSQL away) rolls back and is retried with a growing pause, so nothing is lost while either is down.
+//!
+//! It wakes on the `crm_outbox` notification that every outbox insert sends at commit, and polls as a fallback
+//! for notifications missed while its listening connection was down.
+
+use crate::metrics::ApiMetrics;
+use crate::repo::outbox::{self, Pending};
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures::future::try_join_all;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const NOTIFY_CHANNEL: &str = "crm_outbox";
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox query failed")]
+    Database(#[from] sqlx::Error),
+    #[error("publish to the stream failed")]
+    Publish(#[source] async_nats::Error),
+}
+
+/// What one pass published.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassStats {
+    pub published: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    metrics: ApiMetrics,
+    batch_size: i64,
+    poll_interval: Duration,
+}
+
+impl Relay {
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        metrics: ApiMetrics,
+        batch_size: i64,
+        poll_interval: Duration,
+    ) -> Self {
+        Relay {
+            pool,
+            js,
+            metrics,
+            batch_size,
+            poll_interval,
+        }
+    }
+
+    /// Runs until `shutdown`; the pass in progress completes first, so a graceful stop leaves nothing half done.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
+        let mut backoff = Duration::from_millis(100);
+        let mut last_backlog_sample = Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_cancelled() {
+            let full = match self.pass().await {
+                Ok(stats) => {
+                    backoff = Duration::from_millis(100);
+                    stats.published as i64 == self.batch_size
+                }
+                Err(e) => {
+                    self.metrics.outbox_publish_errors.inc();
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), retry_in_ms = backoff.as_millis() as u64, "outbox relay pass failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {},
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if last_backlog_sample.elapsed() >= Duration::from_secs(1) {
+                if let Ok(n) = outbox::backlog(&self.pool).await {
+                    self.metrics.outbox_backlog.set(n);
+                }
+                last_backlog_sample = Instant::now();
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(self.poll_interval) => {},
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let _ = listener.await;
+    }
+
+    /// One claim-publish-delete transaction. Returns what it published.
+    pub async fn pass(&self) -> Result<PassStats, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let pending = outbox::claim(&mut tx, self.batch_size).await?;
+        if pending.is_empty() {
+            tx.commit().await?;
+            return Ok(PassStats::default());
+        }
+        let stats = publish(&self.js, &pending).await?;
+        let seqs: Vec<i64> = pending.iter().map(|p| p.seq).collect();
+        outbox::mark_sent(&mut tx, &seqs).await?;
+        tx.commit().await?;
+        self.metrics.outbox_published.inc_by(stats.published as u64);
+        self.metrics
+            .outbox_duplicates
+            .inc_by(stats.duplicates as u64);
+        let now = chrono::Utc::now();
+        for p in &pending {
+            let latency = (now - p.created_at).to_std().unwrap_or_default();
+            self.metrics
+                .outbox_publish_latency
+                .observe(latency.as_secs_f64());
+        }
+        tracing::debug!(
+            published = stats.published,
+            duplicates = stats.duplicates,
+            "outbox batch published"
+        );
+        Ok(stats)
+    }
+}
+
+/// Publishes a batch and awaits every acknowledgement. Sends first and awaits after, so the batch costs about one
+/// round trip rather than one per event.
+pub async fn publish(
+    js: &jetstream::Context,
+    pending: &[Pending],
+) -> Result<PassStats, RelayError> {
+    let mut acks = Vec::with_capacity(pending.len());
+    for p in pending {
+        let mut message = PublishMessage::build().payload(p.payload.clone().into());
+        for (name, value) in &p.headers {
+            message = message.header(name.as_str(), value.as_str());
+        }
+        let message = message.message_id(p.msg_id.to_string());
+        let ack = js
+            .send_publish(p.subject.clone(), message)
+            .await
+            .map_err(|e| RelayError::Publish(e.into()))?;
+        acks.push(ack.into_future());
+    }
+    let acks = try_join_all(acks)
+        .await
+        .map_err(|e| RelayError::Publish(e.into()))?;
+    Ok(PassStats {
+        published: acks.len(),
+        duplicates: acks.iter().filter(|a| a.duplicate).count(),
+    })
+}
+
+/// Listens for outbox notifications and wakes the relay; reconnects for ever, and wakes the relay after every
+/// (re)connection to cover what was committed while it was not listening.
+async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "outbox listener cannot connect; relying on polling");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        if listener.listen(NOTIFY_CHANNEL).await.is_err() {
+            continue;
+        }
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.try_recv() => match received {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "outbox listener lost its connection");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}

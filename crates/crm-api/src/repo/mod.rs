@@ -1,0 +1,18 @@
+//! SQL, one module per table group. Functions take a connection or a transaction, so a caller decides what
+//! commits together; flows that must be atomic (a row change and its outbox event) take a transaction.
+
+pub mod idempotency;
+pub mod outbox;
+pub mod rows;
+pub mod settings;
+pub mod workspaces;
+
+/// Whether `e` is a violation of the named unique constraint (or unique index).
+pub fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() && db.constraint() == Some(constraint)
+        }
+        _ => false,
+    }
+}

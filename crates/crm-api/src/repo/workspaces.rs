@@ -1,0 +1,138 @@
+//! Workspaces and their tokens.
+
+use crate::auth::Role;
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(serialize_with = "crate::json::timestamp")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A workspace as the admin list shows it: never a secret, never a full URL.
+#[derive(Debug, Clone)]
+pub struct WorkspaceSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub webhook_enabled: bool,
+    pub webhook_url: Option<String>,
+    pub secret_set: bool,
+}
+
+pub struct TokenOwner {
+    pub workspace_id: Uuid,
+    pub role: Role,
+}
+
+#[tracing::instrument(skip(db))]
+pub async fn create(db: impl PgExecutor<'_>, name: &str) -> Result<Workspace, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_one(db)
+    .await?;
+    Ok(Workspace {
+        id: row.get("id"),
+        name: row.get("name"),
+        created_at: row.get("created_at"),
+    })
+}
+
+#[tracing::instrument(skip(db))]
+pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+#[tracing::instrument(skip(db))]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<WorkspaceSummary>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.name, w.created_at, coalesce(s.enabled, false) AS enabled, s.url,
+                (s.secret_sealed IS NOT NULL) AS secret_set
+           FROM workspaces w LEFT JOIN webhook_settings s ON s.workspace_id = w.id
+          WHERE ($1::uuid IS NULL OR w.id > $1)
+          ORDER BY w.id
+          LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| WorkspaceSummary {
+            id: r.get("id"),
+            name: r.get("name"),
+            created_at: r.get("created_at"),
+            webhook_enabled: r.get("enabled"),
+            webhook_url: r.get("url"),
+            secret_set: r.get::<Option<bool>, _>("secret_set").unwrap_or(false),
+        })
+        .collect())
+}
+
+#[tracing::instrument(skip(db, hash))]
+pub async fn create_token(
+    db: impl PgExecutor<'_>,
+    workspace_id: Uuid,
+    role: Role,
+    name: &str,
+    hash: &[u8; 32],
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO api_tokens (id, workspace_id, role, name, token_hash) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(workspace_id)
+        .bind(role.as_str())
+        .bind(name)
+        .bind(&hash[..])
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+/// Deletes a token; false when the workspace has no such token.
+#[tracing::instrument(skip(db))]
+pub async fn delete_token(
+    db: impl PgExecutor<'_>,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2")
+        .bind(id)
+        .bind(workspace_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn token_by_hash(
+    db: impl PgExecutor<'_>,
+    hash: &[u8; 32],
+) -> Result<Option<TokenOwner>, sqlx::Error> {
+    let row = sqlx::query("SELECT workspace_id, role FROM api_tokens WHERE token_hash = $1")
+        .bind(&hash[..])
+        .fetch_optional(db)
+        .await?;
+    Ok(row.and_then(|r| {
+        let role: String = r.get("role");
+        Some(TokenOwner {
+            workspace_id: r.get("workspace_id"),
+            role: role.parse().ok()?,
+        })
+    }))
+}

@@ -1,0 +1,133 @@
+//! The REST API's routes (CONTRACT §2). Handlers are short: extract and authorise, call the function that does
+//! the work in a transaction, shape the response.
+
+mod admin;
+mod rows;
+mod settings;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+/// The OpenAPI document, checked by a test against the routes below.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// The API routes; [`crate::startup`] adds the operational routes and the metrics layer.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/admin/workspaces",
+            post(admin::create_workspace).get(admin::list_workspaces),
+        )
+        .route("/admin/workspaces/{ws}/tokens", post(admin::create_token))
+        .route(
+            "/admin/workspaces/{ws}/tokens/{id}",
+            delete(admin::delete_token),
+        )
+        .route(
+            "/v1/workspaces/{ws}/crm/interest",
+            post(rows::record_interest),
+        )
+        .route("/v1/workspaces/{ws}/crm/rows", get(rows::list))
+        .route(
+            "/v1/workspaces/{ws}/crm/rows/{id}",
+            get(rows::get).patch(rows::patch),
+        )
+        .route(
+            "/v1/workspaces/{ws}/settings/crm-webhook",
+            get(settings::get).put(settings::put),
+        )
+        .route(
+            "/v1/workspaces/{ws}/settings/crm-webhook/secret",
+            post(settings::generate_secret),
+        )
+        .route(
+            "/v1/workspaces/{ws}/settings/crm-webhook/test",
+            post(settings::send_test),
+        )
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { MethodNotAllowed })
+        .with_state(state)
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+struct MethodNotAllowed;
+
+impl IntoResponse for MethodNotAllowed {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "https://crm-webhook-sync.dev/problems/method-not-allowed",
+            "title": "Method Not Allowed",
+            "status": 405,
+            "detail": "this route does not accept that method",
+        });
+        let mut response =
+            (axum::http::StatusCode::METHOD_NOT_ALLOWED, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+/// The route templates served, for the OpenAPI coverage test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/admin/workspaces"),
+    ("get", "/admin/workspaces"),
+    ("post", "/admin/workspaces/{ws}/tokens"),
+    ("delete", "/admin/workspaces/{ws}/tokens/{id}"),
+    ("post", "/v1/workspaces/{ws}/crm/interest"),
+    ("get", "/v1/workspaces/{ws}/crm/rows"),
+    ("get", "/v1/workspaces/{ws}/crm/rows/{id}"),
+    ("patch", "/v1/workspaces/{ws}/crm/rows/{id}"),
+    ("get", "/v1/workspaces/{ws}/settings/crm-webhook"),
+    ("put", "/v1/workspaces/{ws}/settings/crm-webhook"),
+    ("post", "/v1/workspaces/{ws}/settings/crm-webhook/secret"),
+    ("post", "/v1/workspaces/{ws}/settings/crm-webhook/test"),
+    ("get", "/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_every_route_and_only_those() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."));
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut documented = Vec::new();
+        for (path, ops) in paths {
+            for method in ops.as_object().expect("operations").keys() {
+                if matches!(method.as_str(), "get" | "post" | "put" | "patch" | "delete") {
+                    documented.push((method.clone(), path.clone()));
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,158 @@
+//! Building and running crm-api: `Application::build(config)` binds its listener (port 0 works) and connects;
+//! `run_until_stopped(shutdown)` serves the API and runs the relay until the token is cancelled.
+
+use crate::config::ApiConfig;
+use crate::metrics::ApiMetrics;
+use crate::relay::Relay;
+use crate::routes;
+use crate::state::AppState;
+use anyhow::Context as _;
+use axum::{middleware, Router};
+use secrecy::ExposeSecret;
+use service_common::{db, health, metrics::track_http, nats};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    relay: Relay,
+    state: AppState,
+    stream_config: async_nats::jetstream::stream::Config,
+    js: async_nats::jetstream::Context,
+}
+
+impl Application {
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let pool = db::connect(
+            &config.common.database_url,
+            config.db_max_connections,
+            "crm-api",
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        if config.migrate_on_start {
+            db::migrate(&pool).await.context("applying migrations")?;
+        }
+        let client = nats::connect(&config.common.nats_url, "crm-api")
+            .await
+            .context("NATS_URL")?;
+        let js = nats::jetstream(client.clone());
+        let metrics = ApiMetrics::new();
+        let state = AppState {
+            pool: pool.clone(),
+            keyring: config.common.secret_keys.clone(),
+            egress: config.common.egress.clone(),
+            subjects: config.common.subjects(),
+            admin_token_hash: config
+                .admin_token
+                .as_ref()
+                .map(|t| crate::auth::hash_token(t.expose_secret())),
+            metrics: metrics.clone(),
+        };
+        let readiness = health::Readiness {
+            pool: pool.clone(),
+            nats: client,
+            metrics: metrics.registry.clone(),
+        };
+        let router = Router::new()
+            .merge(routes::router(state.clone()))
+            .merge(health::router(readiness))
+            .layer(middleware::from_fn_with_state(
+                metrics.http.clone(),
+                track_http,
+            ));
+        let relay = Relay::new(
+            pool,
+            js.clone(),
+            metrics,
+            config.relay.batch_size,
+            config.relay.poll_interval,
+        );
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
+        let port = listener.local_addr()?.port();
+        let stream_config = nats::stream_config(&config.common.stream, &state.subjects);
+        Ok(Application {
+            listener,
+            port,
+            router,
+            relay,
+            state,
+            stream_config,
+            js,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown`; then stops accepting, finishes requests in flight, lets the relay finish its
+    /// pass, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "crm-api listening");
+        let relay_task = tokio::spawn(run_relay(
+            self.js,
+            self.stream_config,
+            self.relay,
+            shutdown.clone(),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(self.state.pool.clone(), shutdown.clone()));
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("serving HTTP")?;
+        shutdown.cancel();
+        let _ = relay_task.await;
+        let _ = housekeeping.await;
+        tracing::info!("crm-api stopped");
+        Ok(())
+    }
+}
+
+/// Creates or updates the stream (retrying while NATS is away), then relays.
+async fn run_relay(
+    js: async_nats::jetstream::Context,
+    stream: async_nats::jetstream::stream::Config,
+    relay: Relay,
+    shutdown: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match nats::ensure_stream(&js, stream.clone()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, stream = %stream.name, "cannot create or update the stream yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {},
+                    _ = shutdown.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    relay.run(shutdown).await;
+}
+
+/// Periodic clean-up: idempotency keys older than a day.
+async fn housekeeping(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = crate::repo::idempotency::expire(&pool).await {
+                    tracing::debug!(error = %e, "idempotency key expiry failed; will retry");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! What every handler can reach.
+
+use crate::metrics::ApiMetrics;
+use crm_events::Subjects;
+use egress::EgressPolicy;
+use service_common::SecretKeyring;
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub keyring: SecretKeyring,
+    pub egress: EgressPolicy,
+    pub subjects: Subjects,
+    /// SHA-256 of `CRM_ADMIN_TOKEN`; `None` turns the admin API off.
+    pub admin_token_hash: Option<[u8; 32]>,
+    pub metrics: ApiMetrics,
+}

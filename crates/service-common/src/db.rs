@@ -1,0 +1,31 @@
+//! The PostgreSQL pool and the embedded migrations (`migrations/` at the top of the repository).
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The migrations every service shares, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Opens a pool. Connections are made on demand, so a PostgreSQL restart heals by itself: a failed query returns
+/// an error to its caller and the next acquire reconnects.
+pub async fn connect(
+    url: &SecretString,
+    max_connections: u32,
+    application: &str,
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url.expose_secret())?.application_name(application);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
