@@ -18,9 +18,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 /// A workspace token's role.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -78,13 +76,9 @@ pub enum Capability {
 impl Capability {
     fn minimum_role(self) -> Role {
         match self {
-            Capability::ReadRows | Capability::ReadSettings | Capability::ReadDeliveries => {
-                Role::Viewer
-            }
+            Capability::ReadRows | Capability::ReadSettings | Capability::ReadDeliveries => Role::Viewer,
             Capability::RecordInterest | Capability::EditRows => Role::Editor,
-            Capability::WriteSettings | Capability::SendTestEvent | Capability::Redeliver => {
-                Role::Admin
-            }
+            Capability::WriteSettings | Capability::SendTestEvent | Capability::Redeliver => Role::Admin,
         }
     }
 
@@ -111,10 +105,7 @@ pub struct NewToken {
 /// Generates a workspace token: `crm_` and 32 random bytes in URL-safe base64.
 pub fn generate_token() -> NewToken {
     let bytes: [u8; 32] = service_common::crypto::random_bytes();
-    let plaintext = format!(
-        "crm_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
+    let plaintext = format!("crm_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash_token(&plaintext);
     NewToken { plaintext, hash }
 }
@@ -126,10 +117,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// The operator, authenticated by `CRM_ADMIN_TOKEN`. When that variable is unset, the admin API is off and every
@@ -139,10 +127,7 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let expected = state.admin_token_hash.ok_or(ApiError::NotFound("route"))?;
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         // Comparing fixed-size digests: the time taken says nothing about the token.
@@ -181,10 +166,7 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let found = crate::repo::workspaces::token_by_hash(&state.pool, &hash_token(token))
             .await?
@@ -193,11 +175,7 @@ impl FromRequestParts<AppState> for Caller {
         if path.workspace_id != found.workspace_id {
             return Err(ApiError::NotFound("workspace"));
         }
-        Ok(Caller {
-            workspace_id: found.workspace_id,
-            role: found.role,
-            resource_id: path.id,
-        })
+        Ok(Caller { workspace_id: found.workspace_id, role: found.role, resource_id: path.id })
     }
 }
 

@@ -41,26 +41,16 @@ impl ApiConfig {
         if let Some(token) = &admin_token {
             use secrecy::ExposeSecret;
             if token.expose_secret().len() < 16 {
-                return Err(ConfigError::invalid(
-                    "CRM_ADMIN_TOKEN",
-                    "must be at least 16 characters",
-                ));
+                return Err(ConfigError::invalid("CRM_ADMIN_TOKEN", "must be at least 16 characters"));
             }
         }
         let batch_size: i64 = env.parse_or("CRM_RELAY_BATCH", 500, "a number from 1 to 4000")?;
         if !(1..=4000).contains(&batch_size) {
-            return Err(ConfigError::invalid(
-                "CRM_RELAY_BATCH",
-                "must be from 1 to 4000",
-            ));
+            return Err(ConfigError::invalid("CRM_RELAY_BATCH", "must be from 1 to 4000"));
         }
-        let db_max_connections: u32 =
-            env.parse_or("CRM_DB_MAX_CONNECTIONS", 16, "a number from 2 to 1000")?;
+        let db_max_connections: u32 = env.parse_or("CRM_DB_MAX_CONNECTIONS", 16, "a number from 2 to 1000")?;
         if !(2..=1000).contains(&db_max_connections) {
-            return Err(ConfigError::invalid(
-                "CRM_DB_MAX_CONNECTIONS",
-                "must be from 2 to 1000",
-            ));
+            return Err(ConfigError::invalid("CRM_DB_MAX_CONNECTIONS", "must be from 2 to 1000"));
         }
         Ok(ApiConfig {
             common,
@@ -68,10 +58,7 @@ impl ApiConfig {
             admin_token,
             migrate_on_start: env.bool_or("CRM_MIGRATE_ON_START", true)?,
             db_max_connections,
-            relay: RelayConfig {
-                batch_size,
-                poll_interval: env.millis_or("CRM_RELAY_POLL_MS", 1000)?,
-            },
+            relay: RelayConfig { batch_size, poll_interval: env.millis_or("CRM_RELAY_POLL_MS", 1000)? },
         })
     }
 }

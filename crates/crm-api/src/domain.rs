@@ -63,9 +63,7 @@ pub fn email(raw: &str) -> Result<String, String> {
         && !domain.ends_with('.')
         && !domain.contains("..")
         && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-                && !label.starts_with('-')
+            !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-') && !label.starts_with('-')
         });
     if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
         return Err(invalid());
@@ -131,9 +129,7 @@ pub fn linkedin_url(raw: Option<String>) -> Result<Option<String>, String> {
         return Ok(None);
     };
     match url::Url::parse(&value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            Ok(Some(value))
-        }
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(Some(value)),
         _ => Err("must be an http(s) URL".into()),
     }
 }
@@ -142,13 +138,9 @@ pub fn linkedin_url(raw: Option<String>) -> Result<Option<String>, String> {
 const MAX_CUSTOM_FIELDS_BYTES: usize = 16 * 1024;
 
 pub fn custom_fields(map: Map<String, Value>) -> Result<Map<String, Value>, String> {
-    let size = serde_json::to_vec(&map)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > MAX_CUSTOM_FIELDS_BYTES {
-        return Err(format!(
-            "must serialise to at most {MAX_CUSTOM_FIELDS_BYTES} bytes"
-        ));
+        return Err(format!("must serialise to at most {MAX_CUSTOM_FIELDS_BYTES} bytes"));
     }
     if map.keys().any(|k| k.is_empty() || k.chars().count() > 100) {
         return Err("keys must be 1 to 100 characters".into());
@@ -228,38 +220,20 @@ impl InterestBody {
         let mut v = Validator::default();
         let email = v.check("lead.email", email(&self.lead.email));
         let contact = Contact {
-            first_name: v
-                .check("lead.first_name", text(self.lead.first_name, 200))
-                .flatten(),
-            last_name: v
-                .check("lead.last_name", text(self.lead.last_name, 200))
-                .flatten(),
+            first_name: v.check("lead.first_name", text(self.lead.first_name, 200)).flatten(),
+            last_name: v.check("lead.last_name", text(self.lead.last_name, 200)).flatten(),
             phone: v.check("lead.phone", text(self.lead.phone, 50)).flatten(),
-            company: v
-                .check("lead.company", text(self.lead.company, 200))
-                .flatten(),
-            job_title: v
-                .check("lead.job_title", text(self.lead.job_title, 200))
-                .flatten(),
-            linkedin_url: v
-                .check("lead.linkedin_url", linkedin_url(self.lead.linkedin_url))
-                .flatten(),
+            company: v.check("lead.company", text(self.lead.company, 200)).flatten(),
+            job_title: v.check("lead.job_title", text(self.lead.job_title, 200)).flatten(),
+            linkedin_url: v.check("lead.linkedin_url", linkedin_url(self.lead.linkedin_url)).flatten(),
         };
-        let kind = v
-            .check("interest.type", text(Some(self.interest.kind), 64))
-            .flatten();
+        let kind = v.check("interest.type", text(Some(self.interest.kind), 64)).flatten();
         if kind.is_none() && !v.errors.iter().any(|e| e.field == "interest.type") {
             v.error("interest.type", "must not be empty");
         }
-        let channel = v
-            .check("interest.channel", text(self.interest.channel, 64))
-            .flatten();
-        let message = v
-            .check("interest.message", text(self.interest.message, 10_000))
-            .flatten();
-        let occurred_at = v
-            .check("interest.occurred_at", timestamp(self.interest.occurred_at))
-            .flatten();
+        let channel = v.check("interest.channel", text(self.interest.channel, 64)).flatten();
+        let message = v.check("interest.message", text(self.interest.message, 10_000)).flatten();
+        let occurred_at = v.check("interest.occurred_at", timestamp(self.interest.occurred_at)).flatten();
         let campaign = v.check("campaign", text(self.campaign, 200)).flatten();
         v.finish()?;
         Ok(Interest {
@@ -337,10 +311,9 @@ pub struct RowPatch {
 impl PatchBody {
     pub fn validate(self) -> Result<RowPatch, ApiError> {
         let mut v = Validator::default();
-        let clearable =
-            |v: &mut Validator, field: &str, raw: Option<Option<String>>, max: usize| {
-                raw.and_then(|raw| v.check(field, text(raw, max)))
-            };
+        let clearable = |v: &mut Validator, field: &str, raw: Option<Option<String>>, max: usize| {
+            raw.and_then(|raw| v.check(field, text(raw, max)))
+        };
         let patch = RowPatch {
             email: match self.email {
                 None => None,
@@ -355,9 +328,7 @@ impl PatchBody {
             phone: clearable(&mut v, "phone", self.phone, 50),
             company: clearable(&mut v, "company", self.company, 200),
             job_title: clearable(&mut v, "job_title", self.job_title, 200),
-            linkedin_url: self
-                .linkedin_url
-                .and_then(|raw| v.check("linkedin_url", linkedin_url(raw))),
+            linkedin_url: self.linkedin_url.and_then(|raw| v.check("linkedin_url", linkedin_url(raw))),
             campaign: clearable(&mut v, "campaign", self.campaign, 200),
             pipeline_stage: match self.pipeline_stage {
                 None => None,
@@ -368,23 +339,14 @@ impl PatchBody {
                 Some(Some(raw)) => v.check("pipeline_stage", stage(&raw)),
             },
             owner: clearable(&mut v, "owner", self.owner, 200),
-            deal_value: self
-                .deal_value
-                .and_then(|raw| v.check("deal_value", deal_value(raw))),
-            deal_currency: self
-                .deal_currency
-                .and_then(|raw| v.check("deal_currency", currency(raw))),
-            next_step_at: self
-                .next_step_at
-                .and_then(|raw| v.check("next_step_at", timestamp(raw))),
+            deal_value: self.deal_value.and_then(|raw| v.check("deal_value", deal_value(raw))),
+            deal_currency: self.deal_currency.and_then(|raw| v.check("deal_currency", currency(raw))),
+            next_step_at: self.next_step_at.and_then(|raw| v.check("next_step_at", timestamp(raw))),
             notes: clearable(&mut v, "notes", self.notes, 10_000),
             custom_fields: match self.custom_fields {
                 None => None,
                 Some(None) => {
-                    v.error(
-                        "custom_fields",
-                        "must be an object; set a key to null to remove it",
-                    );
+                    v.error("custom_fields", "must be an object; set a key to null to remove it");
                     None
                 }
                 Some(Some(map)) => Some(map),
@@ -401,27 +363,17 @@ mod tests {
 
     #[test]
     fn emails() {
-        for good in [
-            "a@b.co",
-            "First.Last+tag@sub.example.org",
-            " ada@example.com ",
-        ] {
+        for good in ["a@b.co", "First.Last+tag@sub.example.org", " ada@example.com "] {
             assert!(email(good).is_ok(), "{good}");
         }
-        for bad in [
-            "", "a", "a@b", "@b.co", "a@.co", "a@b..co", "a b@c.de", "a@b.co.", "a@-b.co",
-            "a@b_c.co",
-        ] {
+        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b..co", "a b@c.de", "a@b.co.", "a@-b.co", "a@b_c.co"] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn deal_values_keep_their_scale_and_reject_floats_and_negatives() {
-        assert_eq!(
-            deal_value(Some("1250.00".into())),
-            Ok(Some("1250.00".into()))
-        );
+        assert_eq!(deal_value(Some("1250.00".into())), Ok(Some("1250.00".into())));
         assert_eq!(deal_value(Some("0".into())), Ok(Some("0".into())));
         for bad in ["-1", "1.", ".5", "1e3", "1,5", "12.34567", "abc", ""] {
             assert!(deal_value(Some(bad.into())).is_err(), "{bad}");
@@ -446,14 +398,9 @@ mod tests {
             "email": "nope", "pipeline_stage": "closed", "deal_value": "-3", "next_step_at": "tomorrow"
         }))
         .unwrap();
-        let ApiError::Validation(errors) = body.validate().unwrap_err() else {
-            panic!("expected validation")
-        };
+        let ApiError::Validation(errors) = body.validate().unwrap_err() else { panic!("expected validation") };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            ["email", "pipeline_stage", "deal_value", "next_step_at"]
-        );
+        assert_eq!(fields, ["email", "pipeline_stage", "deal_value", "next_step_at"]);
     }
 
     #[test]

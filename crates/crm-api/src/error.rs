@@ -17,10 +17,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 
@@ -37,10 +34,7 @@ pub enum ApiError {
     #[error("the row is at version {current}; the If-Match precondition does not hold")]
     PreconditionFailed { current: i64 },
     #[error("{message}")]
-    Conflict {
-        field: Option<&'static str>,
-        message: String,
-    },
+    Conflict { field: Option<&'static str>, message: String },
     #[error("request body is not valid JSON: {0}")]
     MalformedBody(String),
     #[error("request body must be application/json")]
@@ -130,10 +124,7 @@ impl IntoResponse for ApiError {
         let conflict_errors;
         let errors = match &self {
             ApiError::Validation(errors) => Some(errors.as_slice()),
-            ApiError::Conflict {
-                field: Some(field),
-                message,
-            } => {
+            ApiError::Conflict { field: Some(field), message } => {
                 conflict_errors = [FieldError::new(*field, message.clone())];
                 Some(&conflict_errors[..])
             }
@@ -158,14 +149,9 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

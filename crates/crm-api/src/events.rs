@@ -18,11 +18,7 @@ pub async fn row_changed(
     let event = RowChangedEvent {
         schema_version: EVENT_SCHEMA_VERSION,
         id: Uuid::now_v7(),
-        event_type: if change.before.is_none() {
-            EventType::RowCreated
-        } else {
-            EventType::RowUpdated
-        },
+        event_type: if change.before.is_none() { EventType::RowCreated } else { EventType::RowUpdated },
         occurred_at: change.after.updated_at,
         workspace_id: change.after.workspace_id,
         trigger,

@@ -26,14 +26,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+                let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -67,8 +61,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(describe)?;
     // Trailing characters after the document.
-    de.end()
-        .map_err(|e| ApiError::MalformedBody(format!("line {} column {}", e.line(), e.column())))?;
+    de.end().map_err(|e| ApiError::MalformedBody(format!("line {} column {}", e.line(), e.column())))?;
     Ok(value)
 }
 
@@ -81,9 +74,12 @@ fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let text = inner.to_string();
     // serde's messages end with " at line L column C"; the path already says where.
     let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
+    // For an unknown field the path already ends with its name; for a missing one it is the parent's path.
     let join = |parent: &str, name: &str| {
         if parent.is_empty() || parent == "." {
             name.to_owned()
+        } else if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_owned()
         } else {
             format!("{parent}.{name}")
         }
@@ -94,11 +90,7 @@ fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     if let Some(name) = backticked(&message, "missing field `") {
         return ApiError::Validation(vec![FieldError::new(join(&path, &name), "is required")]);
     }
-    let field = if path.is_empty() || path == "." {
-        "body".to_owned()
-    } else {
-        path
-    };
+    let field = if path.is_empty() || path == "." { "body".to_owned() } else { path };
     ApiError::Validation(vec![FieldError::new(field, message)])
 }
 
@@ -125,20 +117,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WsPath {
         let mut id = None;
         for (name, value) in params.iter() {
             match name {
-                "ws" => {
-                    workspace_id =
-                        Some(Uuid::parse_str(value).map_err(|_| ApiError::NotFound("workspace"))?)
-                }
-                "id" => {
-                    id = Some(Uuid::parse_str(value).map_err(|_| ApiError::NotFound("resource"))?)
-                }
+                "ws" => workspace_id = Some(Uuid::parse_str(value).map_err(|_| ApiError::NotFound("workspace"))?),
+                "id" => id = Some(Uuid::parse_str(value).map_err(|_| ApiError::NotFound("resource"))?),
                 _ => {}
             }
         }
-        Ok(WsPath {
-            workspace_id: workspace_id.ok_or(ApiError::NotFound("workspace"))?,
-            id,
-        })
+        Ok(WsPath { workspace_id: workspace_id.ok_or(ApiError::NotFound("workspace"))?, id })
     }
 }
 
@@ -179,29 +163,14 @@ mod tests {
 
     #[test]
     fn wrong_type_and_missing_field_are_named() {
-        assert_eq!(
-            field_of(parse_json::<Outer>(br#"{"lead":{"email":5}}"#).unwrap_err()),
-            "lead.email"
-        );
-        assert_eq!(
-            field_of(parse_json::<Outer>(br#"{"lead":{}}"#).unwrap_err()),
-            "lead.email"
-        );
-        assert_eq!(
-            field_of(parse_json::<Outer>(br#"{"lead":{"email":"x"},"count":-1}"#).unwrap_err()),
-            "count"
-        );
+        assert_eq!(field_of(parse_json::<Outer>(br#"{"lead":{"email":5}}"#).unwrap_err()), "lead.email");
+        assert_eq!(field_of(parse_json::<Outer>(br#"{"lead":{}}"#).unwrap_err()), "lead.email");
+        assert_eq!(field_of(parse_json::<Outer>(br#"{"lead":{"email":"x"},"count":-1}"#).unwrap_err()), "count");
     }
 
     #[test]
     fn syntax_errors_are_malformed_bodies() {
-        assert!(matches!(
-            parse_json::<Outer>(b"{\"lead\":").unwrap_err(),
-            ApiError::MalformedBody(_)
-        ));
-        assert!(matches!(
-            parse_json::<Outer>(b"not json").unwrap_err(),
-            ApiError::MalformedBody(_)
-        ));
+        assert!(matches!(parse_json::<Outer>(b"{\"lead\":").unwrap_err(), ApiError::MalformedBody(_)));
+        assert!(matches!(parse_json::<Outer>(b"not json").unwrap_err(), ApiError::MalformedBody(_)));
     }
 }

@@ -16,9 +16,7 @@ Required: DATABASE_URL, CRM_SECRET_KEY.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "serve".to_owned());
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
     match command.as_str() {
         "--help" | "-h" | "help" => {
             println!("{HELP}");
@@ -42,11 +40,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init("info,sqlx=warn", std::io::stderr);
-    let result = if command == "migrate" {
-        migrate(&config).await
-    } else {
-        serve(config).await
-    };
+    let result = if command == "migrate" { migrate(&config).await } else { serve(config).await };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,8 +59,5 @@ async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
 
 async fn serve(config: ApiConfig) -> anyhow::Result<()> {
     let shutdown = service_common::shutdown::on_signal();
-    Application::build(config)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    Application::build(config).await?.run_until_stopped(shutdown).await
 }

@@ -36,16 +36,8 @@ impl ApiMetrics {
             outbox_publish_latency: latency_histogram(),
         };
         registry.with(|r| {
-            r.register(
-                "crm_outbox_backlog",
-                "Events committed but not yet published",
-                metrics.outbox_backlog.clone(),
-            );
-            r.register(
-                "crm_outbox_published",
-                "Events published to the stream",
-                metrics.outbox_published.clone(),
-            );
+            r.register("crm_outbox_backlog", "Events committed but not yet published", metrics.outbox_backlog.clone());
+            r.register("crm_outbox_published", "Events published to the stream", metrics.outbox_published.clone());
             r.register(
                 "crm_outbox_duplicates",
                 "Publishes the stream deduplicated by Nats-Msg-Id",

@@ -31,10 +31,7 @@ pub fn limit(raw: Option<&str>) -> Result<i64, FieldError> {
         None | Some("") => Ok(DEFAULT_LIMIT),
         Some(raw) => match raw.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(FieldError::new(
-                "limit",
-                format!("must be a whole number from 1 to {MAX_LIMIT}"),
-            )),
+            _ => Err(FieldError::new("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"))),
         },
     }
 }
@@ -61,16 +58,9 @@ pub struct PageParams {
 
 /// Reads `limit` and `cursor`, adding their errors to `errors` (the caller's other query errors) so one 422 names
 /// every bad parameter.
-pub fn params(
-    query: &HashMap<String, String>,
-    mut errors: Vec<FieldError>,
-) -> Result<PageParams, ApiError> {
-    let limit = limit(query.get("limit").map(String::as_str))
-        .map_err(|e| errors.push(e))
-        .ok();
-    let after = decode(query.get("cursor").map(String::as_str))
-        .map_err(|e| errors.push(e))
-        .ok();
+pub fn params(query: &HashMap<String, String>, mut errors: Vec<FieldError>) -> Result<PageParams, ApiError> {
+    let limit = limit(query.get("limit").map(String::as_str)).map_err(|e| errors.push(e)).ok();
+    let after = decode(query.get("cursor").map(String::as_str)).map_err(|e| errors.push(e)).ok();
     match (limit, after) {
         (Some(limit), Some(after)) if errors.is_empty() => Ok(PageParams { limit, after }),
         _ => Err(ApiError::Validation(errors)),

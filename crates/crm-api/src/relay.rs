@@ -56,13 +56,7 @@ impl Relay {
         batch_size: i64,
         poll_interval: Duration,
     ) -> Self {
-        Relay {
-            pool,
-            js,
-            metrics,
-            batch_size,
-            poll_interval,
-        }
+        Relay { pool, js, metrics, batch_size, poll_interval }
     }
 
     /// Runs until `shutdown`; the pass in progress completes first, so a graceful stop leaves nothing half done.
@@ -119,31 +113,20 @@ impl Relay {
         outbox::mark_sent(&mut tx, &seqs).await?;
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(stats.published as u64);
-        self.metrics
-            .outbox_duplicates
-            .inc_by(stats.duplicates as u64);
+        self.metrics.outbox_duplicates.inc_by(stats.duplicates as u64);
         let now = chrono::Utc::now();
         for p in &pending {
             let latency = (now - p.created_at).to_std().unwrap_or_default();
-            self.metrics
-                .outbox_publish_latency
-                .observe(latency.as_secs_f64());
+            self.metrics.outbox_publish_latency.observe(latency.as_secs_f64());
         }
-        tracing::debug!(
-            published = stats.published,
-            duplicates = stats.duplicates,
-            "outbox batch published"
-        );
+        tracing::debug!(published = stats.published, duplicates = stats.duplicates, "outbox batch published");
         Ok(stats)
     }
 }
 
 /// Publishes a batch and awaits every acknowledgement. Sends first and awaits after, so the batch costs about one
 /// round trip rather than one per event.
-pub async fn publish(
-    js: &jetstream::Context,
-    pending: &[Pending],
-) -> Result<PassStats, RelayError> {
+pub async fn publish(js: &jetstream::Context, pending: &[Pending]) -> Result<PassStats, RelayError> {
     let mut acks = Vec::with_capacity(pending.len());
     for p in pending {
         let mut message = PublishMessage::build().payload(p.payload.clone().into());
@@ -151,19 +134,11 @@ pub async fn publish(
             message = message.header(name.as_str(), value.as_str());
         }
         let message = message.message_id(p.msg_id.to_string());
-        let ack = js
-            .send_publish(p.subject.clone(), message)
-            .await
-            .map_err(|e| RelayError::Publish(e.into()))?;
+        let ack = js.send_publish(p.subject.clone(), message).await.map_err(|e| RelayError::Publish(e.into()))?;
         acks.push(ack.into_future());
     }
-    let acks = try_join_all(acks)
-        .await
-        .map_err(|e| RelayError::Publish(e.into()))?;
-    Ok(PassStats {
-        published: acks.len(),
-        duplicates: acks.iter().filter(|a| a.duplicate).count(),
-    })
+    let acks = try_join_all(acks).await.map_err(|e| RelayError::Publish(e.into()))?;
+    Ok(PassStats { published: acks.len(), duplicates: acks.iter().filter(|a| a.duplicate).count() })
 }
 
 /// Listens for outbox notifications and wakes the relay; reconnects for ever, and wakes the relay after every

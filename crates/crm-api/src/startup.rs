@@ -26,19 +26,13 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
-        let pool = db::connect(
-            &config.common.database_url,
-            config.db_max_connections,
-            "crm-api",
-        )
-        .await
-        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let pool = db::connect(&config.common.database_url, config.db_max_connections, "crm-api")
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         if config.migrate_on_start {
             db::migrate(&pool).await.context("applying migrations")?;
         }
-        let client = nats::connect(&config.common.nats_url, "crm-api")
-            .await
-            .context("NATS_URL")?;
+        let client = nats::connect(&config.common.nats_url, "crm-api").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = ApiMetrics::new();
         let state = AppState {
@@ -46,45 +40,21 @@ impl Application {
             keyring: config.common.secret_keys.clone(),
             egress: config.common.egress.clone(),
             subjects: config.common.subjects(),
-            admin_token_hash: config
-                .admin_token
-                .as_ref()
-                .map(|t| crate::auth::hash_token(t.expose_secret())),
+            admin_token_hash: config.admin_token.as_ref().map(|t| crate::auth::hash_token(t.expose_secret())),
             metrics: metrics.clone(),
         };
-        let readiness = health::Readiness {
-            pool: pool.clone(),
-            nats: client,
-            metrics: metrics.registry.clone(),
-        };
+        let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
             .merge(routes::router(state.clone()))
             .merge(health::router(readiness))
-            .layer(middleware::from_fn_with_state(
-                metrics.http.clone(),
-                track_http,
-            ));
-        let relay = Relay::new(
-            pool,
-            js.clone(),
-            metrics,
-            config.relay.batch_size,
-            config.relay.poll_interval,
-        );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
+            .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
+            .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
+        let relay = Relay::new(pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
+        let listener =
+            TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
         let port = listener.local_addr()?.port();
         let stream_config = nats::stream_config(&config.common.stream, &state.subjects);
-        Ok(Application {
-            listener,
-            port,
-            router,
-            relay,
-            state,
-            stream_config,
-            js,
-        })
+        Ok(Application { listener, port, router, relay, state, stream_config, js })
     }
 
     pub fn port(&self) -> u16 {
@@ -99,12 +69,7 @@ impl Application {
     /// pass, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "crm-api listening");
-        let relay_task = tokio::spawn(run_relay(
-            self.js,
-            self.stream_config,
-            self.relay,
-            shutdown.clone(),
-        ));
+        let relay_task = tokio::spawn(run_relay(self.js, self.stream_config, self.relay, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.pool.clone(), shutdown.clone()));
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

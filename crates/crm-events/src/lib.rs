@@ -49,9 +49,7 @@ impl EventType {
 
     /// Parses a subscribable event name; `webhook.test` is not one.
     pub fn parse_subscribable(s: &str) -> Option<EventType> {
-        EventType::SUBSCRIBABLE
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        EventType::SUBSCRIBABLE.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -148,9 +146,7 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Subjects {
-            prefix: prefix.into(),
-        }
+        Subjects { prefix: prefix.into() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -170,9 +166,7 @@ impl Subjects {
 
     /// The workspace id of a row-changed subject, if it is one of ours.
     pub fn workspace_of(&self, subject: &str) -> Option<Uuid> {
-        let rest = subject
-            .strip_prefix(&self.prefix)?
-            .strip_prefix(".row.changed.")?;
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".row.changed.")?;
         Uuid::parse_str(rest).ok()
     }
 }
@@ -226,10 +220,7 @@ mod tests {
 
     #[test]
     fn only_row_events_are_subscribable() {
-        assert_eq!(
-            EventType::parse_subscribable("crm_row.updated"),
-            Some(EventType::RowUpdated)
-        );
+        assert_eq!(EventType::parse_subscribable("crm_row.updated"), Some(EventType::RowUpdated));
         assert_eq!(EventType::parse_subscribable("webhook.test"), None);
     }
 }

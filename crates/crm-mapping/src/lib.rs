@@ -159,26 +159,15 @@ mod tests {
     fn json_has_every_field_in_column_order() {
         let text = serde_json::to_string(&sample()).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let keys: Vec<&str> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
         let mut expected = ROW_FIELDS.to_vec();
         expected.sort_unstable();
         let mut got = keys.clone();
         got.sort_unstable();
         assert_eq!(got, expected);
         // serde_json without preserve_order sorts keys; check the textual order instead.
-        let positions: Vec<usize> = ROW_FIELDS
-            .iter()
-            .map(|f| text.find(&format!("\"{f}\":")).unwrap())
-            .collect();
-        assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "fields out of column order: {text}"
-        );
+        let positions: Vec<usize> = ROW_FIELDS.iter().map(|f| text.find(&format!("\"{f}\":")).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "fields out of column order: {text}");
     }
 
     #[test]

@@ -62,10 +62,7 @@ impl FromStr for PipelineStage {
     type Err = UnknownStage;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PipelineStage::ALL
-            .into_iter()
-            .find(|stage| stage.as_str() == s)
-            .ok_or(UnknownStage)
+        PipelineStage::ALL.into_iter().find(|stage| stage.as_str() == s).ok_or(UnknownStage)
     }
 }
 

@@ -157,10 +157,7 @@ fn v6_in(ip: Ipv6Addr, net: Ipv6Addr, len: u32) -> bool {
 }
 
 fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
-    V4_RANGES
-        .iter()
-        .find(|(net, len, _)| v4_in(ip, *net, *len))
-        .map(|(_, _, class)| *class)
+    V4_RANGES.iter().find(|(net, len, _)| v4_in(ip, *net, *len)).map(|(_, _, class)| *class)
 }
 
 /// The low 32 bits of an IPv6 address as IPv4.
@@ -190,9 +187,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Embedded> {
     }
     // IPv4-compatible ::a.b.c.d (::/96) and IPv4-translated
     // ::ffff:0:a.b.c.d (::ffff:0:0:0/96), both deprecated.
-    if v6_in(ip, Ipv6Addr::UNSPECIFIED, 96)
-        || v6_in(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96)
-    {
+    if v6_in(ip, Ipv6Addr::UNSPECIFIED, 96) || v6_in(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) {
         return Some(Embedded::Deprecated(low_v4(ip)));
     }
     // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
@@ -223,9 +218,7 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
     }
     match embedded_v4(ip) {
         Some(Embedded::SameAs(v4)) => return classify_v4(v4),
-        Some(Embedded::Deprecated(v4)) => {
-            return Some(classify_v4(v4).unwrap_or(AddressClass::Reserved))
-        }
+        Some(Embedded::Deprecated(v4)) => return Some(classify_v4(v4).unwrap_or(AddressClass::Reserved)),
         None => {}
     }
     if let Some((_, _, class)) = V6_RANGES.iter().find(|(net, len, _)| v6_in(ip, *net, *len)) {

@@ -61,10 +61,7 @@ impl EgressPolicy {
     /// given networks from the address rules (never from the name rules,
     /// except that `localhost` is accepted when loopback is exempt).
     pub fn new(allow_http: bool, allow_cidrs: Vec<IpNet>) -> Self {
-        Self {
-            allow_http,
-            allow_cidrs,
-        }
+        Self { allow_http, allow_cidrs }
     }
 
     /// Strict default: https only, no exemptions.
@@ -85,10 +82,7 @@ impl EgressPolicy {
     ///
     /// [`PolicyConfigError`] naming the variable and the value it could not
     /// parse.
-    pub fn from_settings(
-        allow_http: Option<&str>,
-        allow_cidrs: Option<&str>,
-    ) -> Result<Self, PolicyConfigError> {
+    pub fn from_settings(allow_http: Option<&str>, allow_cidrs: Option<&str>) -> Result<Self, PolicyConfigError> {
         let allow_http = parse_bool(allow_http.unwrap_or_default())?;
         let allow_cidrs = allow_cidrs
             .unwrap_or_default()
@@ -144,10 +138,7 @@ impl EgressPolicy {
             "https" => {}
             "http" if self.allow_http => {}
             other => {
-                return Err(UrlRejection::SchemeNotAllowed {
-                    scheme: other.to_owned(),
-                    http_allowed: self.allow_http,
-                })
+                return Err(UrlRejection::SchemeNotAllowed { scheme: other.to_owned(), http_allowed: self.allow_http })
             }
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -194,9 +185,7 @@ impl EgressPolicy {
             url.set_host(Some(&clean)).map_err(UrlRejection::Invalid)?;
         }
         if url.as_str().len() > MAX_URL_LEN {
-            return Err(UrlRejection::TooLong {
-                len: url.as_str().len(),
-            });
+            return Err(UrlRejection::TooLong { len: url.as_str().len() });
         }
         Ok(WebhookUrl::new(url))
     }
@@ -222,15 +211,12 @@ impl EgressPolicy {
 
     fn is_exempt(&self, ip: IpAddr) -> bool {
         let alias = dual_stack_alias(ip);
-        self.allow_cidrs
-            .iter()
-            .any(|net| net.contains(&ip) || alias.is_some_and(|alias| net.contains(&alias)))
+        self.allow_cidrs.iter().any(|net| net.contains(&ip) || alias.is_some_and(|alias| net.contains(&alias)))
     }
 
     /// Whether the name `localhost` is acceptable: loopback is exempt.
     fn exempts_loopback(&self) -> bool {
-        self.is_exempt(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            || self.is_exempt(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        self.is_exempt(IpAddr::V4(Ipv4Addr::LOCALHOST)) || self.is_exempt(IpAddr::V6(Ipv6Addr::LOCALHOST))
     }
 
     /// IP-literal host: [`check_ip`](Self::check_ip) as a URL rejection.
@@ -252,18 +238,13 @@ fn parse_bool(raw: &str) -> Result<bool, PolicyConfigError> {
 }
 
 fn parse_cidr(entry: &str) -> Result<IpNet, PolicyConfigError> {
-    let parsed = if entry.contains('/') {
-        entry.parse::<IpNet>().ok()
-    } else {
-        entry.parse::<IpAddr>().ok().map(IpNet::from)
-    };
-    parsed
-        .map(|net| net.trunc())
-        .ok_or_else(|| PolicyConfigError {
-            variable: ALLOW_CIDRS_VAR,
-            value: entry.to_owned(),
-            problem: "is not a CIDR",
-        })
+    let parsed =
+        if entry.contains('/') { entry.parse::<IpNet>().ok() } else { entry.parse::<IpAddr>().ok().map(IpNet::from) };
+    parsed.map(|net| net.trunc()).ok_or_else(|| PolicyConfigError {
+        variable: ALLOW_CIDRS_VAR,
+        value: entry.to_owned(),
+        problem: "is not a CIDR",
+    })
 }
 
 fn read_env(variable: &'static str) -> Result<Option<String>, PolicyConfigError> {

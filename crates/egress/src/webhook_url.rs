@@ -11,16 +11,8 @@ pub const MAX_URL_LEN: usize = 2048;
 
 /// Domain suffixes that only resolve inside private networks. A host equal
 /// to one of these or ending in `.{suffix}` is rejected.
-const INTERNAL_SUFFIXES: &[&str] = &[
-    "local",
-    "localdomain",
-    "internal",
-    "home.arpa",
-    "lan",
-    "intranet",
-    "corp",
-    "private",
-];
+const INTERNAL_SUFFIXES: &[&str] =
+    &["local", "localdomain", "internal", "home.arpa", "lan", "intranet", "corp", "private"];
 
 /// Why [`EgressPolicy::check_url`](crate::EgressPolicy::check_url) refused a
 /// URL.
@@ -188,12 +180,7 @@ pub(crate) fn judge_domain(raw_host: &str) -> Result<NameVerdict, UrlRejection> 
     let Some((_, tld)) = host.rsplit_once('.') else {
         return Err(UrlRejection::SingleLabel);
     };
-    let is_under = |suffix: &str| {
-        host == suffix
-            || host
-                .strip_suffix(suffix)
-                .is_some_and(|rest| rest.ends_with('.'))
-    };
+    let is_under = |suffix: &str| host == suffix || host.strip_suffix(suffix).is_some_and(|rest| rest.ends_with('.'));
     if INTERNAL_SUFFIXES.iter().any(|s| is_under(s)) {
         return Err(UrlRejection::InternalName);
     }
@@ -216,16 +203,10 @@ mod tests {
     #[test]
     fn defensive_ip_and_numeric_names() {
         for name in ["127.0.0.1", "127.0.0.1.", "10.0.0.1..", "::1"] {
-            assert!(
-                matches!(judge_domain(name), Ok(NameVerdict::Ip(_))),
-                "{name}"
-            );
+            assert!(matches!(judge_domain(name), Ok(NameVerdict::Ip(_))), "{name}");
         }
         for name in ["foo.123", "a.0x7f", "1.2.3.4.5"] {
-            assert!(
-                matches!(judge_domain(name), Err(UrlRejection::NumericName)),
-                "{name}"
-            );
+            assert!(matches!(judge_domain(name), Err(UrlRejection::NumericName)), "{name}");
         }
     }
 
@@ -250,9 +231,6 @@ mod tests {
             let got = judge_domain(name).err();
             assert_eq!(&got, expected, "{name}");
         }
-        assert!(matches!(
-            judge_domain("LocalHost."),
-            Ok(NameVerdict::Localhost)
-        ));
+        assert!(matches!(judge_domain("LocalHost."), Ok(NameVerdict::Localhost)));
     }
 }

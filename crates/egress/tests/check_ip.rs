@@ -105,11 +105,7 @@ fn every_blocked_class_is_reported() {
     for &(addr, class) in BLOCKED {
         let addr = ip(addr);
         assert_eq!(classify(addr), Some(class), "{addr}");
-        assert_eq!(
-            policy.check_ip(addr),
-            Err(BlockedAddress { ip: addr, class }),
-            "{addr}"
-        );
+        assert_eq!(policy.check_ip(addr), Err(BlockedAddress { ip: addr, class }), "{addr}");
     }
 }
 
@@ -142,10 +138,7 @@ fn every_class_has_a_lowercase_name() {
         Discard,
     ];
     for class in classes {
-        assert!(
-            BLOCKED.iter().any(|&(_, c)| c == class),
-            "{class:?} untested"
-        );
+        assert!(BLOCKED.iter().any(|&(_, c)| c == class), "{class:?} untested");
         let name = class.to_string();
         assert_eq!(name, name.to_lowercase());
         assert_eq!(name, class.as_str());
@@ -154,29 +147,15 @@ fn every_class_has_a_lowercase_name() {
 
 #[test]
 fn blocked_address_display() {
-    let err = EgressPolicy::strict()
-        .check_ip(ip("127.0.0.1"))
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "address 127.0.0.1 is loopback and not allowed"
-    );
+    let err = EgressPolicy::strict().check_ip(ip("127.0.0.1")).unwrap_err();
+    assert_eq!(err.to_string(), "address 127.0.0.1 is loopback and not allowed");
     let err = EgressPolicy::strict().check_ip(ip("fd00::1")).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "address fd00::1 is unique-local and not allowed"
-    );
+    assert_eq!(err.to_string(), "address fd00::1 is unique-local and not allowed");
 }
 
 #[test]
 fn allow_cidrs_exempt_addresses() {
-    let policy = EgressPolicy::new(
-        false,
-        vec![
-            "127.0.0.0/8".parse().unwrap(),
-            "fd00:1::/32".parse().unwrap(),
-        ],
-    );
+    let policy = EgressPolicy::new(false, vec!["127.0.0.0/8".parse().unwrap(), "fd00:1::/32".parse().unwrap()]);
     assert_eq!(policy.check_ip(ip("127.0.0.1")), Ok(()));
     assert_eq!(policy.check_ip(ip("127.9.9.9")), Ok(()));
     assert_eq!(policy.check_ip(ip("fd00:1::5")), Ok(()));

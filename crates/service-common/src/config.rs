@@ -12,24 +12,22 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where configuration values come from: the process environment in production, a map in tests.
 pub struct Env {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Lookup,
 }
 
 impl Env {
     /// The process environment.
     pub fn process() -> Self {
-        Env {
-            lookup: Box::new(|name| std::env::var(name).ok()),
-        }
+        Env { lookup: Box::new(|name| std::env::var(name).ok()) }
     }
 
     /// A fixed set of values (tests).
     pub fn from_map(map: HashMap<String, String>) -> Self {
-        Env {
-            lookup: Box::new(move |name| map.get(name).cloned()),
-        }
+        Env { lookup: Box::new(move |name| map.get(name).cloned()) }
     }
 
     /// The value of `name`; an empty value counts as unset.
@@ -46,18 +44,10 @@ impl Env {
     }
 
     /// Parses `name` with `FromStr`, or returns `default` when unset.
-    pub fn parse_or<T: FromStr>(
-        &self,
-        name: &'static str,
-        default: T,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    pub fn parse_or<T: FromStr>(&self, name: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| ConfigError::invalid(name, format!("expected {expected}"))),
+            Some(raw) => raw.trim().parse().map_err(|_| ConfigError::invalid(name, format!("expected {expected}"))),
         }
     }
 
@@ -89,17 +79,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn missing(variable: &'static str) -> Self {
-        ConfigError {
-            variable,
-            problem: "is required but not set".into(),
-        }
+        ConfigError { variable, problem: "is required but not set".into() }
     }
 
     pub fn invalid(variable: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            variable,
-            problem: problem.into(),
-        }
+        ConfigError { variable, problem: problem.into() }
     }
 }
 
@@ -140,10 +124,7 @@ impl CommonConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let database_url = env.required("DATABASE_URL")?;
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError::invalid(
-                "DATABASE_URL",
-                "must be a postgres:// URL",
-            ));
+            return Err(ConfigError::invalid("DATABASE_URL", "must be a postgres:// URL"));
         }
         let nats_url = env.or("NATS_URL", "nats://127.0.0.1:4222");
         let secret_keys = SecretKeyring::from_env_values(
@@ -151,23 +132,14 @@ impl CommonConfig {
             env.get("CRM_SECRET_KEY_PREVIOUS").as_deref(),
         )?;
         let stream = env.or("CRM_STREAM", crm_events::DEFAULT_STREAM);
-        if stream.is_empty()
-            || stream
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
-        {
-            return Err(ConfigError::invalid(
-                "CRM_STREAM",
-                "must be a name without spaces, '.', '*', '>' or slashes",
-            ));
+        if stream.is_empty() || stream.chars().any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')) {
+            return Err(ConfigError::invalid("CRM_STREAM", "must be a name without spaces, '.', '*', '>' or slashes"));
         }
         let subject_prefix = env.or("CRM_SUBJECT_PREFIX", crm_events::DEFAULT_SUBJECT_PREFIX);
-        if subject_prefix.split('.').any(|token| {
-            token.is_empty()
-                || token
-                    .chars()
-                    .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
-        }) {
+        if subject_prefix
+            .split('.')
+            .any(|token| token.is_empty() || token.chars().any(|c| c.is_whitespace() || matches!(c, '*' | '>')))
+        {
             return Err(ConfigError::invalid(
                 "CRM_SUBJECT_PREFIX",
                 "must be dot-separated subject tokens without spaces or wildcards",
@@ -179,10 +151,7 @@ impl CommonConfig {
         )
         .map_err(|e| {
             let text = e.to_string();
-            let problem = text
-                .strip_prefix(e.variable())
-                .map(|p| p.trim_start_matches(':').trim())
-                .unwrap_or(&text);
+            let problem = text.strip_prefix(e.variable()).map(|p| p.trim_start_matches(':').trim()).unwrap_or(&text);
             ConfigError::invalid(e.variable(), problem.to_owned())
         })?;
         Ok(CommonConfig {
@@ -207,12 +176,7 @@ mod tests {
     use base64::Engine;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Env::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     fn key() -> String {
@@ -222,11 +186,7 @@ mod tests {
     #[test]
     fn minimal_config_takes_the_documented_defaults() {
         let k = key();
-        let cfg = CommonConfig::from_env(&env(&[
-            ("DATABASE_URL", "postgres://x/y"),
-            ("CRM_SECRET_KEY", &k),
-        ]))
-        .unwrap();
+        let cfg = CommonConfig::from_env(&env(&[("DATABASE_URL", "postgres://x/y"), ("CRM_SECRET_KEY", &k)])).unwrap();
         assert_eq!(cfg.nats_url, "nats://127.0.0.1:4222");
         assert_eq!(cfg.stream, "CRM_EVENTS");
         assert_eq!(cfg.subject_prefix, "crm");
@@ -238,48 +198,20 @@ mod tests {
         let k = key();
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![("CRM_SECRET_KEY", &k)], "DATABASE_URL"),
-            (
-                vec![("DATABASE_URL", "mysql://x"), ("CRM_SECRET_KEY", &k)],
-                "DATABASE_URL",
-            ),
+            (vec![("DATABASE_URL", "mysql://x"), ("CRM_SECRET_KEY", &k)], "DATABASE_URL"),
             (vec![("DATABASE_URL", "postgres://x")], "CRM_SECRET_KEY"),
+            (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", "c2hvcnQ=")], "CRM_SECRET_KEY"),
+            (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_STREAM", "a.b")], "CRM_STREAM"),
             (
-                vec![
-                    ("DATABASE_URL", "postgres://x"),
-                    ("CRM_SECRET_KEY", "c2hvcnQ="),
-                ],
-                "CRM_SECRET_KEY",
-            ),
-            (
-                vec![
-                    ("DATABASE_URL", "postgres://x"),
-                    ("CRM_SECRET_KEY", &k),
-                    ("CRM_STREAM", "a.b"),
-                ],
-                "CRM_STREAM",
-            ),
-            (
-                vec![
-                    ("DATABASE_URL", "postgres://x"),
-                    ("CRM_SECRET_KEY", &k),
-                    ("CRM_SUBJECT_PREFIX", "a.*"),
-                ],
+                vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_SUBJECT_PREFIX", "a.*")],
                 "CRM_SUBJECT_PREFIX",
             ),
             (
-                vec![
-                    ("DATABASE_URL", "postgres://x"),
-                    ("CRM_SECRET_KEY", &k),
-                    ("CRM_EGRESS_ALLOW_CIDRS", "nope"),
-                ],
+                vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_EGRESS_ALLOW_CIDRS", "nope")],
                 "CRM_EGRESS_ALLOW_CIDRS",
             ),
             (
-                vec![
-                    ("DATABASE_URL", "postgres://x"),
-                    ("CRM_SECRET_KEY", &k),
-                    ("CRM_EGRESS_ALLOW_HTTP", "maybe"),
-                ],
+                vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_EGRESS_ALLOW_HTTP", "maybe")],
                 "CRM_EGRESS_ALLOW_HTTP",
             ),
         ];

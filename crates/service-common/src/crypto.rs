@@ -62,43 +62,23 @@ impl SecretKeyring {
     /// Builds the ring from `CRM_SECRET_KEY` and the optional `CRM_SECRET_KEY_PREVIOUS`.
     pub fn from_env_values(current: &str, previous: Option<&str>) -> Result<Self, ConfigError> {
         let mut keys = vec![Self::parse_key(current, "CRM_SECRET_KEY")?];
-        for old in previous
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
+        for old in previous.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
             keys.push(Self::parse_key(old, "CRM_SECRET_KEY_PREVIOUS")?);
         }
-        Ok(SecretKeyring {
-            keys: Arc::new(keys),
-        })
+        Ok(SecretKeyring { keys: Arc::new(keys) })
     }
 
     /// A ring of one key given as raw bytes (tests and tools).
     pub fn from_bytes(key: [u8; 32]) -> Self {
-        SecretKeyring {
-            keys: Arc::new(vec![Self::key(&key)]),
-        }
+        SecretKeyring { keys: Arc::new(vec![Self::key(&key)]) }
     }
 
     fn parse_key(b64: &str, variable: &'static str) -> Result<Key, ConfigError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|_| {
-                ConfigError::invalid(
-                    variable,
-                    "must be base64 of 32 bytes (it is not valid base64)",
-                )
-            })?;
+            .map_err(|_| ConfigError::invalid(variable, "must be base64 of 32 bytes (it is not valid base64)"))?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            ConfigError::invalid(
-                variable,
-                format!(
-                    "must be base64 of 32 bytes (it decodes to {} bytes)",
-                    b.len()
-                ),
-            )
+            ConfigError::invalid(variable, format!("must be base64 of 32 bytes (it decodes to {} bytes)", b.len()))
         })?;
         Ok(Self::key(&bytes))
     }
@@ -107,20 +87,14 @@ impl SecretKeyring {
         let digest = Sha256::digest(bytes);
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
-        Key {
-            id,
-            cipher: XChaCha20Poly1305::new(bytes.into()),
-        }
+        Key { id, cipher: XChaCha20Poly1305::new(bytes.into()) }
     }
 
     /// Seals `secret` for `context` (the workspace id) with the current key.
     pub fn seal(&self, secret: &SecretString, context: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let payload = Payload {
-            msg: secret.expose_secret().as_bytes(),
-            aad: context,
-        };
+        let payload = Payload { msg: secret.expose_secret().as_bytes(), aad: context };
         // Encryption with a valid key and nonce length only fails for messages beyond the cipher's 256 GiB limit.
         let ciphertext = key.cipher.encrypt(&nonce, payload).unwrap_or_default();
         let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
@@ -139,19 +113,9 @@ impl SecretKeyring {
         let (id, rest) = sealed[1..].split_at(KEY_ID_LEN);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let key = self.keys.iter().find(|k| k.id == id).ok_or(OpenError)?;
-        let plain = key
-            .cipher
-            .decrypt(
-                nonce.into(),
-                Payload {
-                    msg: ciphertext,
-                    aad: context,
-                },
-            )
-            .map_err(|_| OpenError)?;
-        String::from_utf8(plain)
-            .map(SecretString::from)
-            .map_err(|_| OpenError)
+        let plain =
+            key.cipher.decrypt(nonce.into(), Payload { msg: ciphertext, aad: context }).map_err(|_| OpenError)?;
+        String::from_utf8(plain).map(SecretString::from).map_err(|_| OpenError)
     }
 
     /// Whether `sealed` was sealed with the current key (a re-seal job skips those).
@@ -173,14 +137,8 @@ mod tests {
         let ring = SecretKeyring::from_bytes([1; 32]);
         let secret = SecretString::from("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
         let sealed = ring.seal(&secret, b"ws-a");
-        assert!(
-            !sealed.windows(6).any(|w| w == b"whsec_"),
-            "plaintext leaked into the sealed value"
-        );
-        assert_eq!(
-            ring.open(&sealed, b"ws-a").unwrap().expose_secret(),
-            secret.expose_secret()
-        );
+        assert!(!sealed.windows(6).any(|w| w == b"whsec_"), "plaintext leaked into the sealed value");
+        assert_eq!(ring.open(&sealed, b"ws-a").unwrap().expose_secret(), secret.expose_secret());
         assert_eq!(ring.open(&sealed, b"ws-b").unwrap_err(), OpenError);
     }
 
@@ -195,13 +153,8 @@ mod tests {
     fn previous_keys_open_but_do_not_seal() {
         let old = SecretKeyring::from_env_values(&b64([1; 32]), None).unwrap();
         let sealed_old = old.seal(&SecretString::from("x"), b"c");
-        let rotated =
-            SecretKeyring::from_env_values(&b64([2; 32]), Some(&format!(" {} ", b64([1; 32]))))
-                .unwrap();
-        assert_eq!(
-            rotated.open(&sealed_old, b"c").unwrap().expose_secret(),
-            "x"
-        );
+        let rotated = SecretKeyring::from_env_values(&b64([2; 32]), Some(&format!(" {} ", b64([1; 32])))).unwrap();
+        assert_eq!(rotated.open(&sealed_old, b"c").unwrap().expose_secret(), "x");
         assert!(!rotated.is_current(&sealed_old));
         let sealed_new = rotated.seal(&SecretString::from("y"), b"c");
         assert!(rotated.is_current(&sealed_new));
@@ -210,12 +163,7 @@ mod tests {
 
     #[test]
     fn bad_keys_name_their_variable() {
-        assert_eq!(
-            SecretKeyring::from_env_values("!!", None)
-                .unwrap_err()
-                .variable,
-            "CRM_SECRET_KEY"
-        );
+        assert_eq!(SecretKeyring::from_env_values("!!", None).unwrap_err().variable, "CRM_SECRET_KEY");
         let err = SecretKeyring::from_env_values(&b64([1; 32]), Some("AAAA")).unwrap_err();
         assert_eq!(err.variable, "CRM_SECRET_KEY_PREVIOUS");
         assert!(err.problem.contains("3 bytes"), "{}", err.problem);

@@ -11,11 +11,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 /// Opens a pool. Connections are made on demand, so a PostgreSQL restart heals by itself: a failed query returns
 /// an error to its caller and the next acquire reconnects.
-pub async fn connect(
-    url: &SecretString,
-    max_connections: u32,
-    application: &str,
-) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(url: &SecretString, max_connections: u32, application: &str) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url.expose_secret())?.application_name(application);
     PgPoolOptions::new()
         .max_connections(max_connections)

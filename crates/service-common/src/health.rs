@@ -33,19 +33,11 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
     let db = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&r.pool)
-        )
-        .await,
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&r.pool)).await,
         Ok(Ok(_))
     );
     let nats = r.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if db && nats {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         status,
         Json(json!({
@@ -56,11 +48,5 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn metrics(State(r): State<Readiness>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        r.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], r.metrics.render())
 }

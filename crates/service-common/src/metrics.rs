@@ -26,10 +26,7 @@ impl MetricsRegistry {
 
     /// Registers metrics while building a service.
     pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let mut registry = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut registry = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut registry)
     }
 
@@ -70,21 +67,11 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     pub fn register(registry: &MetricsRegistry) -> Self {
-        let metrics = HttpMetrics {
-            requests: Family::default(),
-            duration: Family::new_with_constructor(latency_histogram),
-        };
+        let metrics =
+            HttpMetrics { requests: Family::default(), duration: Family::new_with_constructor(latency_histogram) };
         registry.with(|r| {
-            r.register(
-                "http_requests",
-                "HTTP requests by route and status",
-                metrics.requests.clone(),
-            );
-            r.register(
-                "http_request_duration_seconds",
-                "HTTP request latency by route",
-                metrics.duration.clone(),
-            );
+            r.register("http_requests", "HTTP requests by route and status", metrics.requests.clone());
+            r.register("http_request_duration_seconds", "HTTP request latency by route", metrics.duration.clone());
         });
         metrics
     }
@@ -92,11 +79,7 @@ impl HttpMetrics {
 
 /// Axum middleware recording [`HttpMetrics`]. Unmatched paths are labelled `unmatched`, so a scanner cannot
 /// grow the label set.
-pub async fn track_http(
-    State(metrics): State<HttpMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn track_http(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -108,18 +91,8 @@ pub async fn track_http(
     let status = response.status().as_u16();
     metrics
         .duration
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
         .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&HttpLabels {
-            method,
-            route,
-            status,
-        })
-        .inc();
+    metrics.requests.get_or_create(&HttpLabels { method, route, status }).inc();
     response
 }

@@ -5,10 +5,7 @@ use std::time::Duration;
 
 /// Connects in the background: the returned client is usable at once and reconnects for ever, so a service starts
 /// (and its API answers) while NATS is down, and heals when NATS comes back.
-pub async fn connect(
-    url: &str,
-    name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -42,10 +39,7 @@ pub fn stream_config(name: &str, subjects: &crm_events::Subjects) -> stream::Con
 }
 
 /// Creates the stream, or updates it when its mutable settings drifted from [`stream_config`].
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> Result<(), async_nats::Error> {
+pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), async_nats::Error> {
     match js.get_stream(&config.name).await {
         Ok(mut existing) => {
             let info = existing.info().await?;

@@ -135,9 +135,7 @@ impl SigningKey {
     /// [`KeyError::EmptySecret`].
     pub fn from_secret(secret: &str) -> Result<Self, KeyError> {
         let bytes = match secret.strip_prefix(SECRET_PREFIX) {
-            Some(encoded) => BASE64
-                .decode(encoded)
-                .map_err(|_| KeyError::InvalidBase64)?,
+            Some(encoded) => BASE64.decode(encoded).map_err(|_| KeyError::InvalidBase64)?,
             None => secret.as_bytes().to_vec(),
         };
         if bytes.is_empty() {
@@ -170,35 +168,20 @@ fn crm_mac(key: &SigningKey, timestamp: &str, body: &[u8]) -> HmacSha256 {
 
 /// MAC state for Standard Webhooks: `"<id>.<timestamp>.<body>"`.
 fn standard_mac(key: &SigningKey, webhook_id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
-    key.mac_over(&[
-        webhook_id.as_bytes(),
-        b".",
-        timestamp.as_bytes(),
-        b".",
-        body,
-    ])
+    key.mac_over(&[webhook_id.as_bytes(), b".", timestamp.as_bytes(), b".", body])
 }
 
 /// One crm-scheme signature: `sha256=` + lowercase hex of
 /// `HMAC-SHA256(key, "<timestamp>.<body>")`.
 pub fn crm_signature(key: &SigningKey, timestamp: i64, body: &[u8]) -> String {
-    let tag = crm_mac(key, &timestamp.to_string(), body)
-        .finalize()
-        .into_bytes();
+    let tag = crm_mac(key, &timestamp.to_string(), body).finalize().into_bytes();
     format!("{CRM_SIGNATURE_PREFIX}{}", hex::encode(&tag))
 }
 
 /// One Standard Webhooks signature: `v1,` + padded standard base64 of
 /// `HMAC-SHA256(key, "<id>.<timestamp>.<body>")`.
-pub fn standard_signature(
-    key: &SigningKey,
-    webhook_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
-    let tag = standard_mac(key, webhook_id, &timestamp.to_string(), body)
-        .finalize()
-        .into_bytes();
+pub fn standard_signature(key: &SigningKey, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let tag = standard_mac(key, webhook_id, &timestamp.to_string(), body).finalize().into_bytes();
     format!("{STANDARD_SIGNATURE_VERSION},{}", BASE64.encode(tag))
 }
 
@@ -245,22 +228,14 @@ impl Signer {
     /// `timestamp` is the Unix time in seconds that is sent in both timestamp
     /// headers; `webhook_id` is the value of the `webhook-id` header.
     pub fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8]) -> SignatureHeaders {
-        let crm = self
-            .keys
-            .iter()
-            .map(|key| crm_signature(key, timestamp, body))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let crm = self.keys.iter().map(|key| crm_signature(key, timestamp, body)).collect::<Vec<_>>().join(" ");
         let standard = self
             .keys
             .iter()
             .map(|key| standard_signature(key, webhook_id, timestamp, body))
             .collect::<Vec<_>>()
             .join(" ");
-        SignatureHeaders {
-            crm_signature: crm,
-            standard_signature: standard,
-        }
+        SignatureHeaders { crm_signature: crm, standard_signature: standard }
     }
 }
 
@@ -342,10 +317,7 @@ impl Verifier {
             .filter(|(version, _)| *version == STANDARD_SIGNATURE_VERSION)
             .filter_map(|(_, encoded)| BASE64.decode(encoded).ok())
             .collect();
-        let macs = self
-            .keys
-            .iter()
-            .map(|key| standard_mac(key, id, timestamp, body));
+        let macs = self.keys.iter().map(|key| standard_mac(key, id, timestamp, body));
         any_match(macs, &candidates)
     }
 }
@@ -377,10 +349,7 @@ fn check_timestamp(timestamp: &str, now: i64, tolerance_s: i64) -> Result<(), Ve
 }
 
 /// Constant-time check whether any candidate tag matches any MAC.
-fn any_match(
-    macs: impl Iterator<Item = HmacSha256>,
-    candidates: &[Vec<u8>],
-) -> Result<(), VerifyError> {
+fn any_match(macs: impl Iterator<Item = HmacSha256>, candidates: &[Vec<u8>]) -> Result<(), VerifyError> {
     for mac in macs {
         for candidate in candidates {
             if mac.clone().verify_slice(candidate).is_ok() {
@@ -411,9 +380,7 @@ mod hex {
         if !pairs.remainder().is_empty() {
             return None;
         }
-        pairs
-            .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
-            .collect()
+        pairs.map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?)).collect()
     }
 
     fn nibble(digit: u8) -> Option<u8> {

@@ -30,10 +30,7 @@ fn reference_hex(bytes: &[u8]) -> String {
 #[test]
 fn svix_example_signs() {
     let k = key(SVIX_SECRET);
-    assert_eq!(
-        standard_signature(&k, SVIX_ID, SVIX_TS, SVIX_BODY),
-        SVIX_SIG
-    );
+    assert_eq!(standard_signature(&k, SVIX_ID, SVIX_TS, SVIX_BODY), SVIX_SIG);
 
     let signer = Signer::new(vec![k]).expect("one key");
     let headers = signer.sign(SVIX_ID, SVIX_TS, SVIX_BODY);
@@ -44,22 +41,12 @@ fn svix_example_signs() {
 fn svix_example_verifies() {
     let verifier = Verifier::from_secret(SVIX_SECRET).expect("valid secret");
     assert_eq!(
-        verifier.verify_standard(
-            SVIX_ID,
-            &SVIX_TS.to_string(),
-            SVIX_SIG,
-            SVIX_BODY,
-            SVIX_TS,
-            TOLERANCE
-        ),
+        verifier.verify_standard(SVIX_ID, &SVIX_TS.to_string(), SVIX_SIG, SVIX_BODY, SVIX_TS, TOLERANCE),
         Ok(())
     );
     // Clock skew within tolerance, either direction.
     for now in [SVIX_TS - TOLERANCE, SVIX_TS + TOLERANCE] {
-        assert_eq!(
-            verifier.verify_standard(SVIX_ID, "1614265330", SVIX_SIG, SVIX_BODY, now, TOLERANCE),
-            Ok(())
-        );
+        assert_eq!(verifier.verify_standard(SVIX_ID, "1614265330", SVIX_SIG, SVIX_BODY, now, TOLERANCE), Ok(()));
     }
 }
 
@@ -67,9 +54,7 @@ fn svix_example_verifies() {
 
 #[test]
 fn whsec_secret_uses_decoded_bytes() {
-    let decoded = BASE64
-        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .expect("valid base64");
+    let decoded = BASE64.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("valid base64");
     let expected = raw_hmac(&decoded, b"1614265330.hello");
     let got = crm_signature(&key(SVIX_SECRET), SVIX_TS, b"hello");
     assert_eq!(got, format!("sha256={}", reference_hex(&expected)));
@@ -94,22 +79,13 @@ fn whsec_with_invalid_base64_is_an_error() {
         assert_eq!(err, KeyError::InvalidBase64);
         assert!(!err.to_string().contains(secret));
     }
-    assert!(matches!(
-        Verifier::from_secret("whsec_%%%%"),
-        Err(KeyError::InvalidBase64)
-    ));
+    assert!(matches!(Verifier::from_secret("whsec_%%%%"), Err(KeyError::InvalidBase64)));
 }
 
 #[test]
 fn empty_secrets_are_errors() {
-    assert_eq!(
-        SigningKey::from_secret("").expect_err("empty"),
-        KeyError::EmptySecret
-    );
-    assert_eq!(
-        SigningKey::from_secret("whsec_").expect_err("empty"),
-        KeyError::EmptySecret
-    );
+    assert_eq!(SigningKey::from_secret("").expect_err("empty"), KeyError::EmptySecret);
+    assert_eq!(SigningKey::from_secret("whsec_").expect_err("empty"), KeyError::EmptySecret);
 }
 
 #[test]
@@ -125,10 +101,7 @@ fn generated_secret_round_trips() {
     assert_eq!(secret.len(), "whsec_".len() + 32);
     // The key is exactly the random bytes.
     let expected = raw_hmac(&random, b"1.x");
-    assert_eq!(
-        crm_signature(&key(&secret), 1, b"x"),
-        format!("sha256={}", reference_hex(&expected))
-    );
+    assert_eq!(crm_signature(&key(&secret), 1, b"x"), format!("sha256={}", reference_hex(&expected)));
 }
 
 #[test]
@@ -143,9 +116,7 @@ fn debug_does_not_leak_the_key() {
     let k = key(SVIX_SECRET);
     let signer = Signer::new(vec![k.clone()]).expect("one key");
     let verifier = Verifier::new(vec![k]);
-    let decoded = BASE64
-        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .expect("valid base64");
+    let decoded = BASE64.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("valid base64");
     for text in [format!("{signer:?}"), format!("{verifier:?}")] {
         assert!(text.contains("SigningKey(***)"), "{text}");
         assert!(!text.contains("MfKQ9r8"), "{text}");
@@ -163,27 +134,19 @@ fn crm_known_answer() {
     let ts = 1_700_000_123_i64;
     let mut message = b"1700000123.".to_vec();
     message.extend_from_slice(body);
-    let expected = format!(
-        "sha256={}",
-        reference_hex(&raw_hmac(secret.as_bytes(), &message))
-    );
+    let expected = format!("sha256={}", reference_hex(&raw_hmac(secret.as_bytes(), &message)));
 
     let got = crm_signature(&key(secret), ts, body);
     assert_eq!(got, expected);
     let hex_part = got.strip_prefix("sha256=").expect("prefix");
     assert_eq!(hex_part.len(), 64);
-    assert!(hex_part
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert!(hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
 
     let signer = Signer::new(vec![key(secret)]).expect("one key");
     assert_eq!(signer.sign("msg_x", ts, body).crm_signature, expected);
 
     let verifier = Verifier::from_secret(secret).expect("valid");
-    assert_eq!(
-        verifier.verify_crm("1700000123", &expected, body, ts + 10, TOLERANCE),
-        Ok(())
-    );
+    assert_eq!(verifier.verify_crm("1700000123", &expected, body, ts + 10, TOLERANCE), Ok(()));
 }
 
 #[test]
@@ -207,21 +170,10 @@ fn rotation_signs_with_both_keys_new_first() {
     let (id, ts, body) = ("msg_rot", 1_700_000_000_i64, b"payload".as_slice());
     let headers = signer.sign(id, ts, body);
 
-    assert_eq!(
-        headers.crm_signature,
-        format!(
-            "{} {}",
-            crm_signature(&new, ts, body),
-            crm_signature(&old, ts, body)
-        )
-    );
+    assert_eq!(headers.crm_signature, format!("{} {}", crm_signature(&new, ts, body), crm_signature(&old, ts, body)));
     assert_eq!(
         headers.standard_signature,
-        format!(
-            "{} {}",
-            standard_signature(&new, id, ts, body),
-            standard_signature(&old, id, ts, body)
-        )
+        format!("{} {}", standard_signature(&new, id, ts, body), standard_signature(&old, id, ts, body))
     );
 
     let ts_s = ts.to_string();
@@ -230,11 +182,7 @@ fn rotation_signs_with_both_keys_new_first() {
         ("new only", Verifier::new(vec![new.clone()])),
         ("both", Verifier::new(vec![old, new])),
     ] {
-        assert_eq!(
-            verifier.verify_crm(&ts_s, &headers.crm_signature, body, ts, TOLERANCE),
-            Ok(()),
-            "{name}"
-        );
+        assert_eq!(verifier.verify_crm(&ts_s, &headers.crm_signature, body, ts, TOLERANCE), Ok(()), "{name}");
         assert_eq!(
             verifier.verify_standard(id, &ts_s, &headers.standard_signature, body, ts, TOLERANCE),
             Ok(()),
@@ -273,13 +221,8 @@ const BODY: &[u8] = br#"{"hello":"world"}"#;
 
 fn fixture() -> Fixture {
     let k = key("fixture-secret");
-    let headers = Signer::new(vec![k.clone()])
-        .expect("key")
-        .sign(ID, TS, BODY);
-    Fixture {
-        verifier: Verifier::new(vec![k]),
-        headers,
-    }
+    let headers = Signer::new(vec![k.clone()]).expect("key").sign(ID, TS, BODY);
+    Fixture { verifier: Verifier::new(vec![k]), headers }
 }
 
 #[test]
@@ -287,36 +230,20 @@ fn tampered_body_fails() {
     let f = fixture();
     let tampered = br#"{"hello":"World"}"#;
     assert_eq!(
-        f.verifier
-            .verify_crm(TS_S, &f.headers.crm_signature, tampered, TS, TOLERANCE),
+        f.verifier.verify_crm(TS_S, &f.headers.crm_signature, tampered, TS, TOLERANCE),
         Err(VerifyError::NoMatchingSignature)
     );
     assert_eq!(
-        f.verifier.verify_standard(
-            ID,
-            TS_S,
-            &f.headers.standard_signature,
-            tampered,
-            TS,
-            TOLERANCE
-        ),
+        f.verifier.verify_standard(ID, TS_S, &f.headers.standard_signature, tampered, TS, TOLERANCE),
         Err(VerifyError::NoMatchingSignature)
     );
     // Tampered id or timestamp also fails (timestamp still within tolerance).
     assert_eq!(
-        f.verifier.verify_standard(
-            "msg_other",
-            TS_S,
-            &f.headers.standard_signature,
-            BODY,
-            TS,
-            TOLERANCE
-        ),
+        f.verifier.verify_standard("msg_other", TS_S, &f.headers.standard_signature, BODY, TS, TOLERANCE),
         Err(VerifyError::NoMatchingSignature)
     );
     assert_eq!(
-        f.verifier
-            .verify_crm("1700000001", &f.headers.crm_signature, BODY, TS, TOLERANCE),
+        f.verifier.verify_crm("1700000001", &f.headers.crm_signature, BODY, TS, TOLERANCE),
         Err(VerifyError::NoMatchingSignature)
     );
 }
@@ -326,20 +253,12 @@ fn timestamp_outside_tolerance_fails() {
     let f = fixture();
     for now in [TS + TOLERANCE + 1, TS - TOLERANCE - 1, i64::MAX, i64::MIN] {
         assert_eq!(
-            f.verifier
-                .verify_crm(TS_S, &f.headers.crm_signature, BODY, now, TOLERANCE),
+            f.verifier.verify_crm(TS_S, &f.headers.crm_signature, BODY, now, TOLERANCE),
             Err(VerifyError::TimestampOutOfTolerance),
             "now={now}"
         );
         assert_eq!(
-            f.verifier.verify_standard(
-                ID,
-                TS_S,
-                &f.headers.standard_signature,
-                BODY,
-                now,
-                TOLERANCE
-            ),
+            f.verifier.verify_standard(ID, TS_S, &f.headers.standard_signature, BODY, now, TOLERANCE),
             Err(VerifyError::TimestampOutOfTolerance),
             "now={now}"
         );
@@ -349,23 +268,14 @@ fn timestamp_outside_tolerance_fails() {
 #[test]
 fn non_numeric_timestamp_fails() {
     let f = fixture();
-    for ts in [
-        "abc",
-        "1700000000.0",
-        "0x1",
-        "+1700000000",
-        "01700000000",
-        "1e9",
-    ] {
+    for ts in ["abc", "1700000000.0", "0x1", "+1700000000", "01700000000", "1e9"] {
         assert_eq!(
-            f.verifier
-                .verify_crm(ts, &f.headers.crm_signature, BODY, TS, TOLERANCE),
+            f.verifier.verify_crm(ts, &f.headers.crm_signature, BODY, TS, TOLERANCE),
             Err(VerifyError::BadTimestamp),
             "{ts}"
         );
         assert_eq!(
-            f.verifier
-                .verify_standard(ID, ts, &f.headers.standard_signature, BODY, TS, TOLERANCE),
+            f.verifier.verify_standard(ID, ts, &f.headers.standard_signature, BODY, TS, TOLERANCE),
             Err(VerifyError::BadTimestamp),
             "{ts}"
         );
@@ -375,57 +285,34 @@ fn non_numeric_timestamp_fails() {
 #[test]
 fn unknown_version_tokens_are_ignored() {
     let f = fixture();
-    let b64 = f
-        .headers
-        .standard_signature
-        .strip_prefix("v1,")
-        .expect("v1 prefix");
+    let b64 = f.headers.standard_signature.strip_prefix("v1,").expect("v1 prefix");
     // Only unknown versions: fails, even when the MAC itself is right.
     for header in ["v2,xxx", &format!("v2,{b64}"), "v1a,xxx v2,yyy"] {
         assert_eq!(
-            f.verifier
-                .verify_standard(ID, TS_S, header, BODY, TS, TOLERANCE),
+            f.verifier.verify_standard(ID, TS_S, header, BODY, TS, TOLERANCE),
             Err(VerifyError::NoMatchingSignature),
             "{header}"
         );
     }
     // Unknown or malformed tokens next to a valid one are skipped.
     let mixed = format!("v2,xxx v1,!!! garbage  {}", f.headers.standard_signature);
-    assert_eq!(
-        f.verifier
-            .verify_standard(ID, TS_S, &mixed, BODY, TS, TOLERANCE),
-        Ok(())
-    );
+    assert_eq!(f.verifier.verify_standard(ID, TS_S, &mixed, BODY, TS, TOLERANCE), Ok(()));
 
-    let hex_sig = f
-        .headers
-        .crm_signature
-        .strip_prefix("sha256=")
-        .expect("prefix");
+    let hex_sig = f.headers.crm_signature.strip_prefix("sha256=").expect("prefix");
     assert_eq!(
-        f.verifier
-            .verify_crm(TS_S, &format!("sha1={hex_sig}"), BODY, TS, TOLERANCE),
+        f.verifier.verify_crm(TS_S, &format!("sha1={hex_sig}"), BODY, TS, TOLERANCE),
         Err(VerifyError::NoMatchingSignature)
     );
     let mixed = format!("sha1=abcd sha256=zz {}", f.headers.crm_signature);
-    assert_eq!(
-        f.verifier.verify_crm(TS_S, &mixed, BODY, TS, TOLERANCE),
-        Ok(())
-    );
+    assert_eq!(f.verifier.verify_crm(TS_S, &mixed, BODY, TS, TOLERANCE), Ok(()));
 }
 
 #[test]
 fn truncated_signature_fails() {
     let f = fixture();
     let truncated = &f.headers.crm_signature[..f.headers.crm_signature.len() - 2];
-    assert_eq!(
-        f.verifier.verify_crm(TS_S, truncated, BODY, TS, TOLERANCE),
-        Err(VerifyError::NoMatchingSignature)
-    );
-    assert_eq!(
-        f.verifier.verify_crm(TS_S, "sha256=", BODY, TS, TOLERANCE),
-        Err(VerifyError::NoMatchingSignature)
-    );
+    assert_eq!(f.verifier.verify_crm(TS_S, truncated, BODY, TS, TOLERANCE), Err(VerifyError::NoMatchingSignature));
+    assert_eq!(f.verifier.verify_crm(TS_S, "sha256=", BODY, TS, TOLERANCE), Err(VerifyError::NoMatchingSignature));
 }
 
 #[test]
@@ -442,18 +329,15 @@ fn missing_headers_fail() {
         Err(VerifyError::MissingHeader(CRM_SIGNATURE_HEADER))
     );
     assert_eq!(
-        f.verifier
-            .verify_standard("", TS_S, std_sig, BODY, TS, TOLERANCE),
+        f.verifier.verify_standard("", TS_S, std_sig, BODY, TS, TOLERANCE),
         Err(VerifyError::MissingHeader(STANDARD_ID_HEADER))
     );
     assert_eq!(
-        f.verifier
-            .verify_standard(ID, "", std_sig, BODY, TS, TOLERANCE),
+        f.verifier.verify_standard(ID, "", std_sig, BODY, TS, TOLERANCE),
         Err(VerifyError::MissingHeader(STANDARD_TIMESTAMP_HEADER))
     );
     assert_eq!(
-        f.verifier
-            .verify_standard(ID, TS_S, "", BODY, TS, TOLERANCE),
+        f.verifier.verify_standard(ID, TS_S, "", BODY, TS, TOLERANCE),
         Err(VerifyError::MissingHeader(STANDARD_SIGNATURE_HEADER))
     );
 }

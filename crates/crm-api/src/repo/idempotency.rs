@@ -50,9 +50,7 @@ pub async fn claim(
     Ok(Some(Stored {
         request_hash: row.get("request_hash"),
         status: row.get::<Option<i16>, _>("status_code").unwrap_or(200) as u16,
-        body: row
-            .get::<Option<Vec<u8>>, _>("response_body")
-            .unwrap_or_default(),
+        body: row.get::<Option<Vec<u8>>, _>("response_body").unwrap_or_default(),
     }))
 }
 
@@ -78,8 +76,6 @@ pub async fn complete(
 /// Forgets keys older than 24 hours.
 pub async fn expire(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     let done =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
-            .execute(db)
-            .await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'").execute(db).await?;
     Ok(done.rows_affected())
 }

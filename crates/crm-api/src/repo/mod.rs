@@ -10,9 +10,7 @@ pub mod workspaces;
 /// Whether `e` is a violation of the named unique constraint (or unique index).
 pub fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
     match e {
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation() && db.constraint() == Some(constraint)
-        }
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.constraint() == Some(constraint),
         _ => false,
     }
 }

@@ -50,9 +50,7 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sq
             msg_id: r.get("msg_id"),
             subject: r.get("subject"),
             payload: r.get("payload"),
-            headers: r
-                .get::<sqlx::types::Json<BTreeMap<String, String>>, _>("headers")
-                .0,
+            headers: r.get::<sqlx::types::Json<BTreeMap<String, String>>, _>("headers").0,
             created_at: r.get("created_at"),
         })
         .collect())
@@ -60,16 +58,11 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sq
 
 /// Marks events as sent by deleting them (the stream holds them now).
 pub async fn mark_sent(tx: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
-        .bind(seqs)
-        .execute(tx)
-        .await?;
+    sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(tx).await?;
     Ok(())
 }
 
 /// Events not yet published (the `crm_outbox_backlog` gauge).
 pub async fn backlog(db: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(db).await
 }

@@ -97,18 +97,12 @@ impl Change {
         let mut changed = Vec::new();
         let mut previous = Map::new();
         for field in ROW_FIELDS.iter().copied() {
-            if matches!(
-                field,
-                "id" | "workspace_id" | "version" | "created_at" | "updated_at"
-            ) {
+            if matches!(field, "id" | "workspace_id" | "version" | "created_at" | "updated_at") {
                 continue;
             }
             if old.get(field) != new.get(field) {
                 changed.push(field.to_owned());
-                previous.insert(
-                    field.to_owned(),
-                    old.get(field).cloned().unwrap_or(Value::Null),
-                );
+                previous.insert(field.to_owned(), old.get(field).cloned().unwrap_or(Value::Null));
             }
         }
         (changed, previous)
@@ -116,17 +110,9 @@ impl Change {
 }
 
 #[tracing::instrument(skip(db))]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    workspace_id: Uuid,
-    id: Uuid,
-) -> Result<Option<CrmRow>, sqlx::Error> {
+pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Result<Option<CrmRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM crm_rows WHERE id = $1 AND workspace_id = $2");
-    let row: Option<DbRow> = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(workspace_id)
-        .fetch_optional(db)
-        .await?;
+    let row: Option<DbRow> = sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(db).await?;
     Ok(row.map(CrmRow::from))
 }
 
@@ -142,11 +128,7 @@ pub struct ListFilter {
 
 /// Newest first. Ids are UUIDv7, so `id DESC` is creation order and the id is the cursor.
 #[tracing::instrument(skip(db))]
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    workspace_id: Uuid,
-    f: &ListFilter,
-) -> Result<Vec<CrmRow>, sqlx::Error> {
+pub async fn list(db: impl PgExecutor<'_>, workspace_id: Uuid, f: &ListFilter) -> Result<Vec<CrmRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM crm_rows
           WHERE workspace_id = $1
@@ -169,22 +151,12 @@ pub async fn list(
 }
 
 fn escape_like(q: &str) -> String {
-    q.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-async fn lock_by_email(
-    tx: &mut PgConnection,
-    workspace_id: Uuid,
-    email: &str,
-) -> Result<Option<CrmRow>, sqlx::Error> {
+async fn lock_by_email(tx: &mut PgConnection, workspace_id: Uuid, email: &str) -> Result<Option<CrmRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM crm_rows WHERE workspace_id = $1 AND lower(email) = lower($2) FOR UPDATE");
-    let row: Option<DbRow> = sqlx::query_as(&sql)
-        .bind(workspace_id)
-        .bind(email)
-        .fetch_optional(tx)
-        .await?;
+    let row: Option<DbRow> = sqlx::query_as(&sql).bind(workspace_id).bind(email).fetch_optional(tx).await?;
     Ok(row.map(CrmRow::from))
 }
 
@@ -203,10 +175,7 @@ pub async fn record_interest(
     for _ in 0..2 {
         if let Some(before) = lock_by_email(tx, workspace_id, &interest.email).await? {
             let after = update_interest(tx, &before, interest, occurred_at).await?;
-            return Ok(Change {
-                before: Some(before),
-                after,
-            });
+            return Ok(Change { before: Some(before), after });
         }
         let c: &Contact = &interest.contact;
         let sql = format!(
@@ -236,15 +205,10 @@ pub async fn record_interest(
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = inserted {
-            return Ok(Change {
-                before: None,
-                after: row.into(),
-            });
+            return Ok(Change { before: None, after: row.into() });
         }
     }
-    Err(sqlx::Error::Protocol(
-        "interest upsert lost the insert race twice".into(),
-    ))
+    Err(sqlx::Error::Protocol("interest upsert lost the insert race twice".into()))
 }
 
 async fn update_interest(
@@ -286,8 +250,8 @@ async fn update_interest(
 pub enum PatchOutcome {
     NotFound,
     Stale { current: i64 },
-    Unchanged(CrmRow),
-    Changed(Change),
+    Unchanged(Box<CrmRow>),
+    Changed(Box<Change>),
 }
 
 /// Applies a cell edit under the row's lock. `if_match` is the version the client last saw, when it sent one.
@@ -299,27 +263,20 @@ pub async fn apply_patch(
     if_match: Option<IfMatch>,
     patch: &RowPatch,
 ) -> Result<PatchOutcome, sqlx::Error> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM crm_rows WHERE id = $1 AND workspace_id = $2 FOR UPDATE");
-    let Some(before): Option<DbRow> = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(workspace_id)
-        .fetch_optional(&mut *tx)
-        .await?
+    let sql = format!("SELECT {COLUMNS} FROM crm_rows WHERE id = $1 AND workspace_id = $2 FOR UPDATE");
+    let Some(before): Option<DbRow> = sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(&mut *tx).await?
     else {
         return Ok(PatchOutcome::NotFound);
     };
     let before = CrmRow::from(before);
     if let Some(if_match) = if_match {
         if !if_match.matches(before.version) {
-            return Ok(PatchOutcome::Stale {
-                current: before.version,
-            });
+            return Ok(PatchOutcome::Stale { current: before.version });
         }
     }
     let wanted = patched(&before, patch);
     if wanted == before {
-        return Ok(PatchOutcome::Unchanged(before));
+        return Ok(PatchOutcome::Unchanged(Box::new(before)));
     }
     let sql = format!(
         "UPDATE crm_rows SET email = $2, first_name = $3, last_name = $4, phone = $5, company = $6, job_title = $7,
@@ -348,10 +305,7 @@ pub async fn apply_patch(
         .bind(Json(&wanted.custom_fields))
         .fetch_one(&mut *tx)
         .await?;
-    Ok(PatchOutcome::Changed(Change {
-        before: Some(before),
-        after: after.into(),
-    }))
+    Ok(PatchOutcome::Changed(Box::new(Change { before: Some(before), after: after.into() })))
 }
 
 /// The row as the patch would leave it, bookkeeping untouched: equal to `row` exactly when the patch is a no-op.
@@ -407,15 +361,7 @@ impl IfMatch {
             return IfMatch::Any;
         }
         IfMatch::Versions(
-            raw.split(',')
-                .filter_map(|tag| {
-                    tag.trim()
-                        .strip_prefix('"')?
-                        .strip_suffix('"')?
-                        .parse()
-                        .ok()
-                })
-                .collect(),
+            raw.split(',').filter_map(|tag| tag.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok()).collect(),
         )
     }
 

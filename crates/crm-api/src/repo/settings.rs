@@ -20,20 +20,14 @@ impl StoredSettings {
     /// What a workspace that never saved settings has.
     pub fn defaults() -> Self {
         StoredSettings {
-            events: crm_events::EventType::SUBSCRIBABLE
-                .iter()
-                .map(|e| e.as_str().to_owned())
-                .collect(),
+            events: crm_events::EventType::SUBSCRIBABLE.iter().map(|e| e.as_str().to_owned()).collect(),
             ..Default::default()
         }
     }
 }
 
 #[tracing::instrument(skip(db))]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    workspace_id: Uuid,
-) -> Result<StoredSettings, sqlx::Error> {
+pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
     let row = sqlx::query(
         "SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at
            FROM webhook_settings WHERE workspace_id = $1",
@@ -56,10 +50,7 @@ pub async fn get(
 }
 
 /// Locks the settings row (creating it with defaults if needed) so concurrent writers serialise.
-pub async fn lock(
-    tx: &mut PgConnection,
-    workspace_id: Uuid,
-) -> Result<StoredSettings, sqlx::Error> {
+pub async fn lock(tx: &mut PgConnection, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
     sqlx::query("INSERT INTO webhook_settings (workspace_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(workspace_id)
         .execute(&mut *tx)
@@ -119,9 +110,6 @@ pub async fn save(
 
 /// Tells every worker (at commit) that this workspace's settings changed.
 pub async fn notify_changed(tx: &mut PgConnection, workspace_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('crm_settings', $1)")
-        .bind(workspace_id.to_string())
-        .execute(tx)
-        .await?;
+    sqlx::query("SELECT pg_notify('crm_settings', $1)").bind(workspace_id.to_string()).execute(tx).await?;
     Ok(())
 }

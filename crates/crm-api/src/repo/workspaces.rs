@@ -31,26 +31,17 @@ pub struct TokenOwner {
 
 #[tracing::instrument(skip(db))]
 pub async fn create(db: impl PgExecutor<'_>, name: &str) -> Result<Workspace, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .fetch_one(db)
-    .await?;
-    Ok(Workspace {
-        id: row.get("id"),
-        name: row.get("name"),
-        created_at: row.get("created_at"),
-    })
+    let row = sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at")
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .fetch_one(db)
+        .await?;
+    Ok(Workspace { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at") })
 }
 
 #[tracing::instrument(skip(db))]
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)")
-        .bind(id)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)").bind(id).fetch_one(db).await
 }
 
 #[tracing::instrument(skip(db))]
@@ -106,11 +97,7 @@ pub async fn create_token(
 
 /// Deletes a token; false when the workspace has no such token.
 #[tracing::instrument(skip(db))]
-pub async fn delete_token(
-    db: impl PgExecutor<'_>,
-    workspace_id: Uuid,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
+pub async fn delete_token(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2")
         .bind(id)
         .bind(workspace_id)
@@ -120,19 +107,13 @@ pub async fn delete_token(
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn token_by_hash(
-    db: impl PgExecutor<'_>,
-    hash: &[u8; 32],
-) -> Result<Option<TokenOwner>, sqlx::Error> {
+pub async fn token_by_hash(db: impl PgExecutor<'_>, hash: &[u8; 32]) -> Result<Option<TokenOwner>, sqlx::Error> {
     let row = sqlx::query("SELECT workspace_id, role FROM api_tokens WHERE token_hash = $1")
         .bind(&hash[..])
         .fetch_optional(db)
         .await?;
     Ok(row.and_then(|r| {
         let role: String = r.get("role");
-        Some(TokenOwner {
-            workspace_id: r.get("workspace_id"),
-            role: role.parse().ok()?,
-        })
+        Some(TokenOwner { workspace_id: r.get("workspace_id"), role: role.parse().ok()? })
     }))
 }

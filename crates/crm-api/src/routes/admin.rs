@@ -77,12 +77,8 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<impl IntoResponse> {
     let mut v = Validator::default();
-    let role: Option<Role> = v.check(
-        "role",
-        body.role
-            .parse()
-            .map_err(|()| "must be one of viewer, editor, admin".into()),
-    );
+    let role: Option<Role> =
+        v.check("role", body.role.parse().map_err(|()| "must be one of viewer, editor, admin".into()));
     let name = v.check("name", text(Some(body.name), 200)).flatten();
     if name.is_none() {
         v.error("name", "must not be empty");
@@ -93,19 +89,11 @@ pub async fn create_token(
         return Err(ApiError::NotFound("workspace"));
     }
     let token = generate_token();
-    let id =
-        workspaces::create_token(&state.pool, path.workspace_id, role, &name, &token.hash).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "token": token.plaintext, "role": role, "name": name})),
-    ))
+    let id = workspaces::create_token(&state.pool, path.workspace_id, role, &name, &token.hash).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "token": token.plaintext, "role": role, "name": name}))))
 }
 
-pub async fn delete_token(
-    _: Admin,
-    path: WsPath,
-    State(state): State<AppState>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_token(_: Admin, path: WsPath, State(state): State<AppState>) -> ApiResult<StatusCode> {
     let id = path.id.ok_or(ApiError::NotFound("token"))?;
     if workspaces::delete_token(&state.pool, path.workspace_id, id).await? {
         Ok(StatusCode::NO_CONTENT)

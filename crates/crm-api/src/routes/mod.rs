@@ -18,54 +18,26 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 /// The API routes; [`crate::startup`] adds the operational routes and the metrics layer.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/admin/workspaces",
-            post(admin::create_workspace).get(admin::list_workspaces),
-        )
+        .route("/admin/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
         .route("/admin/workspaces/{ws}/tokens", post(admin::create_token))
-        .route(
-            "/admin/workspaces/{ws}/tokens/{id}",
-            delete(admin::delete_token),
-        )
-        .route(
-            "/v1/workspaces/{ws}/crm/interest",
-            post(rows::record_interest),
-        )
+        .route("/admin/workspaces/{ws}/tokens/{id}", delete(admin::delete_token))
+        .route("/v1/workspaces/{ws}/crm/interest", post(rows::record_interest))
         .route("/v1/workspaces/{ws}/crm/rows", get(rows::list))
-        .route(
-            "/v1/workspaces/{ws}/crm/rows/{id}",
-            get(rows::get).patch(rows::patch),
-        )
-        .route(
-            "/v1/workspaces/{ws}/settings/crm-webhook",
-            get(settings::get).put(settings::put),
-        )
-        .route(
-            "/v1/workspaces/{ws}/settings/crm-webhook/secret",
-            post(settings::generate_secret),
-        )
-        .route(
-            "/v1/workspaces/{ws}/settings/crm-webhook/test",
-            post(settings::send_test),
-        )
+        .route("/v1/workspaces/{ws}/crm/rows/{id}", get(rows::get).patch(rows::patch))
+        .route("/v1/workspaces/{ws}/settings/crm-webhook", get(settings::get).put(settings::put))
+        .route("/v1/workspaces/{ws}/settings/crm-webhook/secret", post(settings::generate_secret))
+        .route("/v1/workspaces/{ws}/settings/crm-webhook/test", post(settings::send_test))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("route") })
-        .method_not_allowed_fallback(|| async { MethodNotAllowed })
         .with_state(state)
 }
 
 async fn openapi() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        OPENAPI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI).into_response()
 }
 
-struct MethodNotAllowed;
+/// The 405 answer, in our problem+json shape.
+pub struct MethodNotAllowed;
 
 impl IntoResponse for MethodNotAllowed {
     fn into_response(self) -> Response {
@@ -75,12 +47,8 @@ impl IntoResponse for MethodNotAllowed {
             "status": 405,
             "detail": "this route does not accept that method",
         });
-        let mut response =
-            (axum::http::StatusCode::METHOD_NOT_ALLOWED, body.to_string()).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut response = (axum::http::StatusCode::METHOD_NOT_ALLOWED, body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         response
     }
 }
@@ -122,10 +90,7 @@ mod tests {
                 }
             }
         }
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
-            .collect();
+        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
         documented.sort();
         served.sort();
         assert_eq!(documented, served);

@@ -37,10 +37,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
             Ok(Some(key.to_owned()))
         }
-        _ => Err(ApiError::field(
-            "Idempotency-Key",
-            "must be 1 to 255 visible ASCII characters",
-        )),
+        _ => Err(ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
     }
 }
 
@@ -57,23 +54,15 @@ pub async fn record_interest(
 
     let mut tx = state.pool.begin().await?;
     if let Some(key) = &key {
-        if let Some(stored) =
-            idempotency::claim(&mut tx, caller.workspace_id, key, &request_hash).await?
-        {
+        if let Some(stored) = idempotency::claim(&mut tx, caller.workspace_id, key, &request_hash).await? {
             tx.rollback().await?;
             if stored.request_hash != request_hash {
-                return Err(ApiError::field(
-                    "Idempotency-Key",
-                    "was already used with a different request body",
-                ));
+                return Err(ApiError::field("Idempotency-Key", "was already used with a different request body"));
             }
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             let mut response = (status, stored.body).into_response();
             let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             h.insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
@@ -81,11 +70,7 @@ pub async fn record_interest(
     let now = Utc::now().trunc_subsecs(6);
     let change = rows::record_interest(&mut tx, caller.workspace_id, &interest, now).await?;
     events::row_changed(&mut tx, &state.subjects, &change, Trigger::LeadInterest).await?;
-    let status = if change.before.is_none() {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if change.before.is_none() { StatusCode::CREATED } else { StatusCode::OK };
     if let Some(key) = &key {
         let body = serde_json::to_vec(&change.after).map_err(ApiError::internal)?;
         idempotency::complete(&mut tx, caller.workspace_id, key, status.as_u16(), &body).await?;
@@ -103,21 +88,14 @@ pub async fn list(
     let mut errors = Vec::new();
     let stage = match query.get("stage").filter(|s| !s.is_empty()) {
         None => None,
-        Some(raw) => crate::domain::stage(raw)
-            .map_err(|m| errors.push(FieldError::new("stage", m)))
-            .ok(),
+        Some(raw) => crate::domain::stage(raw).map_err(|m| errors.push(FieldError::new("stage", m))).ok(),
     };
     let q = query.get("q").map(|q| q.trim()).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > 200) {
         errors.push(FieldError::new("q", "must be at most 200 characters"));
     }
     let page = pagination::params(&query, errors)?;
-    let filter = ListFilter {
-        before: page.after,
-        stage,
-        q: q.map(str::to_owned),
-        limit: page.limit + 1,
-    };
+    let filter = ListFilter { before: page.after, stage, q: q.map(str::to_owned), limit: page.limit + 1 };
     let found = rows::list(&state.pool, caller.workspace_id, &filter).await?;
     let (items, next) = pagination::page(found, page.limit, |r| r.id);
     Ok(Json(json!({"rows": items, "next_cursor": next})))
@@ -125,9 +103,7 @@ pub async fn list(
 
 pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
     caller.require(Capability::ReadRows)?;
-    let row = rows::get(&state.pool, caller.workspace_id, caller.id()?)
-        .await?
-        .ok_or(ApiError::NotFound("row"))?;
+    let row = rows::get(&state.pool, caller.workspace_id, caller.id()?).await?.ok_or(ApiError::NotFound("row"))?;
     Ok(row_response(StatusCode::OK, &row))
 }
 
@@ -139,12 +115,9 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     caller.require(Capability::EditRows)?;
     let patch = body.validate()?;
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
+    let if_match = headers.get(header::IF_MATCH).map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
     let mut tx = state.pool.begin().await?;
-    let outcome =
-        rows::apply_patch(&mut tx, caller.workspace_id, caller.id()?, if_match, &patch).await;
+    let outcome = rows::apply_patch(&mut tx, caller.workspace_id, caller.id()?, if_match, &patch).await;
     let outcome = match outcome {
         Err(e) if is_unique_violation(&e, "crm_rows_workspace_email_key") => {
             return Err(ApiError::Conflict {

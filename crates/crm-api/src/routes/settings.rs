@@ -48,11 +48,7 @@ impl From<StoredSettings> for SettingsView {
 
 pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<SettingsView>> {
     caller.require(Capability::ReadSettings)?;
-    Ok(Json(
-        settings::get(&state.pool, caller.workspace_id)
-            .await?
-            .into(),
-    ))
+    Ok(Json(settings::get(&state.pool, caller.workspace_id).await?.into()))
 }
 
 /// `PUT` body. `enabled`, `url` and `events` must be present (`url` may be null); `secret` is optional and absent
@@ -100,25 +96,14 @@ pub async fn put(
     let mut v = Validator::default();
     let url = match body.url.flatten().filter(|u| !u.trim().is_empty()) {
         None => None,
-        Some(raw) => v.check(
-            "url",
-            state
-                .egress
-                .check_url(raw.trim())
-                .map_err(|e| e.to_string()),
-        ),
+        Some(raw) => v.check("url", state.egress.check_url(raw.trim()).map_err(|e| e.to_string())),
     };
     let mut events: Vec<String> = Vec::new();
     for (i, name) in body.events.iter().enumerate() {
         match EventType::parse_subscribable(name) {
-            Some(t) if !events.iter().any(|e| e == t.as_str()) => {
-                events.push(t.as_str().to_owned())
-            }
+            Some(t) if !events.iter().any(|e| e == t.as_str()) => events.push(t.as_str().to_owned()),
             Some(_) => {}
-            None => v.error(
-                format!("events[{i}]"),
-                "must be crm_row.created or crm_row.updated",
-            ),
+            None => v.error(format!("events[{i}]"), "must be crm_row.created or crm_row.updated"),
         }
     }
     if let Some(secret) = &body.secret {
@@ -136,74 +121,41 @@ pub async fn put(
             v.error("url", "is required to enable the webhook");
         }
         if body.secret.is_none() && current.secret_sealed.is_none() {
-            v.error(
-                "secret",
-                "is required to enable the webhook; set one or generate one",
-            );
+            v.error("secret", "is required to enable the webhook; set one or generate one");
         }
         if events.is_empty() {
-            v.error(
-                "events",
-                "must name at least one event to enable the webhook",
-            );
+            v.error("events", "must name at least one event to enable the webhook");
         }
         v.finish()?;
     }
-    let secret = body.secret.as_ref().map(|s| NewSecret {
-        sealed: state.keyring.seal(s, caller.workspace_id.as_bytes()),
-        last4: last4(s),
-    });
-    let saved = settings::save(
-        &mut tx,
-        caller.workspace_id,
-        body.enabled,
-        url.as_ref().map(|u| u.as_str()),
-        &events,
-        secret,
-    )
-    .await?;
+    let secret = body
+        .secret
+        .as_ref()
+        .map(|s| NewSecret { sealed: state.keyring.seal(s, caller.workspace_id.as_bytes()), last4: last4(s) });
+    let saved =
+        settings::save(&mut tx, caller.workspace_id, body.enabled, url.as_ref().map(|u| u.as_str()), &events, secret)
+            .await?;
     tx.commit().await?;
     tracing::info!(workspace_id = %caller.workspace_id, enabled = saved.enabled, "webhook settings saved");
     Ok(Json(saved.into()))
 }
 
 /// Generates a `whsec_` secret, stores it (the replaced one stays valid for 24 hours) and shows it this once.
-pub async fn generate_secret(
-    caller: Caller,
-    State(state): State<AppState>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn generate_secret(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     caller.require(Capability::WriteSettings)?;
-    let secret = SecretString::from(webhook_signing::generate_secret(
-        service_common::crypto::random_bytes(),
-    ));
+    let secret = SecretString::from(webhook_signing::generate_secret(service_common::crypto::random_bytes()));
     let mut tx = state.pool.begin().await?;
     let current = settings::lock(&mut tx, caller.workspace_id).await?;
-    let new = NewSecret {
-        sealed: state.keyring.seal(&secret, caller.workspace_id.as_bytes()),
-        last4: last4(&secret),
-    };
-    settings::save(
-        &mut tx,
-        caller.workspace_id,
-        current.enabled,
-        current.url.as_deref(),
-        &current.events,
-        Some(new),
-    )
-    .await?;
+    let new = NewSecret { sealed: state.keyring.seal(&secret, caller.workspace_id.as_bytes()), last4: last4(&secret) };
+    settings::save(&mut tx, caller.workspace_id, current.enabled, current.url.as_deref(), &current.events, Some(new))
+        .await?;
     tx.commit().await?;
     tracing::info!(workspace_id = %caller.workspace_id, "webhook secret generated");
-    Ok((
-        StatusCode::OK,
-        Json(json!({"secret": secret.expose_secret()})),
-    ))
+    Ok((StatusCode::OK, Json(json!({"secret": secret.expose_secret()}))))
 }
 
 /// Queues a `webhook.test` event through the same pipeline as row changes.
-pub async fn send_test(
-    caller: Caller,
-    State(state): State<AppState>,
-) -> ApiResult<impl IntoResponse> {
+pub async fn send_test(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     caller.require(Capability::SendTestEvent)?;
     let mut tx = state.pool.begin().await?;
     let event = events::test_event(&mut tx, &state.subjects, caller.workspace_id).await?;

@@ -1,0 +1,85 @@
+//! A private `nats-server` for tests that stop and restart NATS. It runs on a spare port with its own store, so
+//! the machine's shared server is never touched.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+pub struct NatsServer {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+fn binary() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server")
+            .to_owned()
+    })
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream on a free port and waits until it accepts connections.
+    pub async fn start() -> NatsServer {
+        let store = std::env::temp_dir().join(format!("crm-test-nats-{}", uuid::Uuid::new_v4().simple()));
+        let mut server = NatsServer { port: crate::free_port(), store, child: None };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and store.
+    pub async fn restart(&mut self) {
+        let child = Command::new(binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .arg("-l")
+            .arg(self.store.with_extension("log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server (install the nats-server package)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                // Ready means JetStream answers, not just the port.
+                if let Ok(reply) = client.request("$JS.API.INFO", "".into()).await {
+                    if !String::from_utf8_lossy(&reply.payload).contains("\"error\"") {
+                        return;
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.store.with_extension("log")).unwrap_or_default();
+                panic!("nats-server did not start on port {}; its log:\n{log}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(self.store.with_extension("log"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The transactional outbox and its relay: one stream message per effective change, nothing lost while NATS is
+//! down, no second message after a relay dies between publishing and marking, replicas sharing the work.
+
+use crm_api::relay;
+use crm_api::repo::outbox;
+use crm_tests::api::interest_body;
+use crm_tests::{base_env, eventually, stream, ApiProcess, NatsServer, TestApp, TestDb, TestStream};
+use serde_json::json;
+use std::time::Duration;
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0)
+        as u64
+}
+
+fn schema_validator() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto-schemas/crm-event.v1.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("schema file")).expect("schema is JSON");
+    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
+}
+
+#[tokio::test]
+async fn one_schema_valid_message_per_effective_change() {
+    let app = TestApp::spawn().await;
+    let (ws, token) = app.workspace_with_token("admin").await;
+    let mut effective = 0;
+    for i in 0..5 {
+        app.api.interest(ws, &token, &format!("p{i}@example.com")).await.expect(201);
+        effective += 1;
+    }
+    let row = app.api.interest(ws, &token, "p0@example.com").await.expect(200).json();
+    effective += 1;
+    let path = format!("/v1/workspaces/{ws}/crm/rows/{}", row["id"].as_str().unwrap());
+    app.api
+        .patch(&path, Some(&token), &json!({"owner": "grace", "next_step_at": "2026-12-01T10:00:00+01:00"}), &[])
+        .await
+        .expect(200);
+    effective += 1;
+    app.api.patch(&path, Some(&token), &json!({"owner": "grace"}), &[]).await.expect(200); // no-op
+    app.api.post(&format!("/v1/workspaces/{ws}/settings/crm-webhook/test"), Some(&token), &json!({})).await.expect(202);
+    effective += 1;
+
+    app.wait_outbox_drained().await;
+    let js = app.stream.jetstream().await;
+    let messages = stream::messages(&js, &app.stream.stream).await;
+    assert_eq!(messages.len(), effective);
+    let validator = schema_validator();
+    for m in &messages {
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let errors: Vec<String> =
+            validator.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "{errors:?} in {body}");
+        assert_eq!(m.subject.as_str(), format!("{}.row.changed.{ws}", app.stream.prefix));
+        let msg_id = m.headers.get("Nats-Msg-Id").expect("Nats-Msg-Id").as_str();
+        assert_eq!(msg_id, body["id"].as_str().unwrap(), "Nats-Msg-Id is the event id");
+    }
+    // A body with an unknown field or a bad stage does not validate: the schema is strict.
+    let mut tampered: serde_json::Value = serde_json::from_slice(&messages[0].payload).unwrap();
+    tampered["row"]["pipeline_stage"] = json!("closed");
+    assert!(!validator.is_valid(&tampered));
+    let mut extra: serde_json::Value = serde_json::from_slice(&messages[0].payload).unwrap();
+    extra["secret"] = json!("x");
+    assert!(!validator.is_valid(&extra));
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_nats_is_down() {
+    crm_tests::init_logging();
+    let mut nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let stream_names = TestStream::new(&nats.url());
+    let process = ApiProcess::start(base_env(&db, &stream_names)).await;
+    let api = process.api.clone();
+    let ws = api.create_workspace("Outage").await;
+    let token = api.create_token(ws, "editor").await;
+    api.interest(ws, &token, "before@example.com").await.expect(201);
+    let js = stream_names.jetstream().await;
+    eventually(Duration::from_secs(15), || async { stream::message_count(&js, &stream_names.stream).await == 1 }).await;
+
+    nats.kill().await;
+    for i in 0..10 {
+        // The API answers at once: the request path never waits for NATS.
+        api.interest(ws, &token, &format!("during{i}@example.com")).await.expect(201);
+    }
+    let pool = db.pool().await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(pending, 10, "events wait in the outbox while NATS is down");
+
+    nats.restart().await;
+    let js = stream_names.jetstream().await;
+    eventually(Duration::from_secs(30), || async { stream::message_count(&js, &stream_names.stream).await == 11 })
+        .await;
+    eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
+    })
+    .await;
+    let emails: std::collections::HashSet<String> =
+        stream::events(&js, &stream_names.stream).await.into_iter().map(|e| e.row.unwrap().email).collect();
+    assert_eq!(emails.len(), 11);
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
+    crm_tests::init_logging();
+    let db = TestDb::create().await;
+    let names = TestStream::new(&crm_tests::shared_nats_url());
+    let env = base_env(&db, &names);
+
+    // Let crm-api create the stream, stop it, and commit three events while no relay runs.
+    let process = ApiProcess::start(env.clone()).await;
+    let ws = process.api.create_workspace("Crash").await;
+    let js = names.jetstream().await;
+    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
+    process.stop().await;
+    let pool = db.pool().await;
+    let subjects = crm_events::Subjects::new(names.prefix.clone());
+    for _ in 0..3 {
+        let mut tx = pool.begin().await.unwrap();
+        crm_api::events::test_event(&mut tx, &subjects, ws).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    // A relay claims the batch and publishes it, then "dies": its transaction rolls back, the rows stay.
+    {
+        let mut tx = pool.begin().await.unwrap();
+        let claimed = outbox::claim(&mut tx, 100).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let stats = relay::publish(&service_common::nats::jetstream(js.client()), &claimed).await.unwrap();
+        assert_eq!(stats, relay::PassStats { published: 3, duplicates: 0 });
+        drop(tx);
+    }
+    assert_eq!(stream::message_count(&js, &names.stream).await, 3);
+
+    // The next relay republishes the same batch: the stream stores each event once.
+    let process = ApiProcess::start(env).await;
+    let api = process.api.clone();
+    eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(stream::message_count(&js, &names.stream).await, 3);
+    let metrics = api.get("/metrics", None).await.text;
+    assert_eq!(metric(&metrics, "crm_outbox_duplicates_total"), 3, "{metrics}");
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_outbox_without_double_publishing() {
+    let app = TestApp::spawn().await;
+    let second = ApiProcess::start(base_env(&app.db, &app.stream)).await;
+    let (ws, token) = app.workspace_with_token("editor").await;
+    let apis = [app.api.clone(), second.api.clone()];
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let api = apis[i % 2].clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            api.post(
+                &format!("/v1/workspaces/{ws}/crm/interest"),
+                Some(&token),
+                &interest_body(&format!("r{i}@example.com")),
+            )
+            .await
+            .expect(201);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    app.wait_outbox_drained().await;
+    let js = app.stream.jetstream().await;
+    assert_eq!(stream::message_count(&js, &app.stream.stream).await, 120);
+    let mut published = 0;
+    let mut duplicates = 0;
+    for api in &apis {
+        let text = api.get("/metrics", None).await.text;
+        published += metric(&text, "crm_outbox_published_total");
+        duplicates += metric(&text, "crm_outbox_duplicates_total");
+    }
+    assert_eq!((published, duplicates), (120, 0), "SKIP LOCKED gives each replica disjoint batches");
+    second.stop().await;
+}
