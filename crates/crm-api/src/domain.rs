@@ -349,7 +349,7 @@ impl PatchBody {
                     v.error("custom_fields", "must be an object; set a key to null to remove it");
                     None
                 }
-                Some(Some(map)) => Some(map),
+                Some(Some(map)) => v.check("custom_fields", custom_fields(map)),
             },
         };
         v.finish()?;

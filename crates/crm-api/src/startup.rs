@@ -48,6 +48,7 @@ impl Application {
             .merge(routes::router(state.clone()))
             .merge(health::router(readiness))
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
+            .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
         let relay = Relay::new(pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =

@@ -73,8 +73,11 @@ pub enum Trigger {
 
 /// One event on the stream: a row changed (or a test ping). It carries the row snapshot at its version, so every
 /// retry sends the same bytes; it never carries a secret.
+///
+/// Decoding is tolerant of fields it does not know (an additive change within a schema version, published by a
+/// newer crm-api during a rolling deploy, must not make an older worker drop events); the JSON Schema in
+/// `proto-schemas/` is strict, and tests hold what we publish to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RowChangedEvent {
     /// Body version, [`EVENT_SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -98,6 +101,24 @@ impl RowChangedEvent {
     /// Serialises the event body. Plain data with string keys: this cannot fail.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The webhook body for this event (CONTRACT §4), built by crm-mapping.
+    pub fn to_payload(&self) -> Vec<u8> {
+        crm_mapping::build_payload(&crm_mapping::PayloadSource {
+            id: self.id,
+            event_type: self.event_type.as_str(),
+            occurred_at: self.occurred_at,
+            workspace_id: self.workspace_id,
+            trigger: match self.trigger {
+                Trigger::LeadInterest => "lead_interest",
+                Trigger::CrmEdit => "crm_edit",
+                Trigger::Test => "test",
+            },
+            row: self.row.as_ref(),
+            changed_fields: &self.changed_fields,
+            previous: &self.previous,
+        })
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<Self, DecodeError> {

@@ -1,4 +1,4 @@
-//! The one definition of a CRM row's JSON.
+//! The one definition of a CRM row's JSON, and of the outbound webhook payload built from it.
 //!
 //! A CRM row is one lead's line in the CRM sheet: the lead's contact fields joined with its CRM fields. The same
 //! shape appears in every API response that shows a row, in the event snapshot on the stream, and in the outbound
@@ -11,8 +11,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
+pub mod payload;
 pub mod stage;
 
+pub use payload::{build_payload, PayloadSource, API_VERSION};
 pub use stage::PipelineStage;
 
 /// One CRM row as the API, the sheet, the event and the webhook payload show it.
@@ -20,7 +22,6 @@ pub use stage::PipelineStage;
 /// Field order is the column order of the sheet. Timestamps are RFC 3339 UTC with microsecond precision (the
 /// precision PostgreSQL stores), so a row read back from the database serialises to the same bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CrmRow {
     pub id: Uuid,
     pub workspace_id: Uuid,

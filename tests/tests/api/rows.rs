@@ -58,6 +58,7 @@ async fn idempotency_key_replays_the_first_response_and_emits_nothing_new() {
     let replay = app.api.send(reqwest::Method::POST, &path, Some(&token), Some(&body), &key).await.expect(201);
     assert_eq!(replay.json(), first.json());
     assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.headers["etag"], "\"1\"");
 
     let other = interest_body("someone-else@example.com");
     app.api
@@ -296,4 +297,31 @@ async fn patch_edits_cells_with_if_match_and_a_no_op_emits_nothing() {
     assert_eq!(edit_event.previous["pipeline_stage"], "new");
     assert!(edit_event.previous["deal_value"].is_null());
     assert_eq!(edit_event.row.as_ref().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn role_is_checked_before_the_body_and_limits_hold() {
+    let app = TestApp::spawn().await;
+    let (ws, editor) = app.workspace_with_token("editor").await;
+    let viewer = app.api.create_token(ws, "viewer").await;
+    let row = app.api.interest(ws, &editor, "limits@example.com").await.expect(201).json();
+    let path = format!("/v1/workspaces/{ws}/crm/rows/{}", row["id"].as_str().unwrap());
+    // A viewer with a bad body learns it lacks the capability, not what is wrong with the body.
+    app.api.patch(&path, Some(&viewer), &json!({"pipeline_stage": "closed"}), &[]).await.expect_problem(403, None);
+    app.api
+        .put(&format!("/v1/workspaces/{ws}/settings/crm-webhook"), Some(&editor), &json!({"nonsense": true}))
+        .await
+        .expect_problem(403, None);
+    // custom_fields is bounded.
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..400).map(|i| (format!("key{i}"), json!("x".repeat(40)))).collect();
+    app.api
+        .patch(&path, Some(&editor), &json!({"custom_fields": big}), &[])
+        .await
+        .expect_problem(422, Some("custom_fields"));
+    // The body size is bounded.
+    let huge = json!({"notes": "y".repeat(300 * 1024)});
+    let response = app.api.patch(&path, Some(&editor), &huge, &[]).await;
+    assert_eq!(response.status, 413, "{}", response.text);
+    assert_eq!(app.api.row(ws, &editor, row["id"].as_str().unwrap()).await.expect(200).json()["version"], 1);
 }

@@ -3,7 +3,7 @@
 use crate::auth::{Caller, Capability};
 use crate::domain::{InterestBody, PatchBody};
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::extract::{parse_json, ApiJson, JsonBytes};
+use crate::extract::{parse_json, JsonBytes};
 use crate::repo::rows::{self, etag, IfMatch, ListFilter, PatchOutcome};
 use crate::repo::{idempotency, is_unique_violation};
 use crate::state::AppState;
@@ -60,10 +60,15 @@ pub async fn record_interest(
                 return Err(ApiError::field("Idempotency-Key", "was already used with a different request body"));
             }
             let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let version =
+                serde_json::from_slice::<serde_json::Value>(&stored.body).ok().and_then(|v| v["version"].as_i64());
             let mut response = (status, stored.body).into_response();
             let h = response.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            if let Some(tag) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
+                h.insert(header::ETAG, tag);
+            }
             return Ok(response);
         }
     }
@@ -111,10 +116,10 @@ pub async fn patch(
     caller: Caller,
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<PatchBody>,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
     caller.require(Capability::EditRows)?;
-    let patch = body.validate()?;
+    let patch = parse_json::<PatchBody>(&body)?.validate()?;
     let if_match = headers.get(header::IF_MATCH).map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
     let mut tx = state.pool.begin().await?;
     let outcome = rows::apply_patch(&mut tx, caller.workspace_id, caller.id()?, if_match, &patch).await;

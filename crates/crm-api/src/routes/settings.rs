@@ -5,7 +5,7 @@ use crate::auth::{Caller, Capability};
 use crate::domain::{double_option, Validator};
 use crate::error::ApiResult;
 use crate::events;
-use crate::extract::ApiJson;
+use crate::extract::{parse_json, JsonBytes};
 use crate::repo::settings::{self, NewSecret, StoredSettings};
 use crate::state::AppState;
 use axum::extract::State;
@@ -90,9 +90,10 @@ fn last4(secret: &SecretString) -> String {
 pub async fn put(
     caller: Caller,
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<SettingsBody>,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<SettingsView>> {
     caller.require(Capability::WriteSettings)?;
+    let body: SettingsBody = parse_json(&body)?;
     let mut v = Validator::default();
     let url = match body.url.flatten().filter(|u| !u.trim().is_empty()) {
         None => None,
