@@ -10,10 +10,14 @@
 
 pub mod api;
 pub mod nats_server;
+pub mod pipeline;
+pub mod receiver;
 pub mod stream;
 
 pub use api::{Api, Response};
 pub use nats_server::NatsServer;
+pub use pipeline::{Pipeline, PipelineSpec, WorkerProcess};
+pub use receiver::{Receiver, Reply};
 
 use base64::Engine;
 use crm_api::{ApiConfig, Application};

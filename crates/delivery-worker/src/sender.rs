@@ -1,1 +1,410 @@
+//! The SSRF-safe HTTP client that sends one webhook request and reports what happened.
+//!
+//! Webhook URLs are chosen by tenants, and this service calls them from inside our network. Without care that is
+//! a server-side request forgery hole: a URL (or a name that resolves, perhaps only later, to an address) pointing
+//! at loopback, the private network or the cloud metadata endpoint would have us fetch it. So, as DESIGN.md's
+//! "Egress checks twice" says, the [`EgressPolicy`] is applied twice on every send:
+//!
+//! 1. [`EgressPolicy::check_url`] on the URL itself, before anything else. This is the only check that sees
+//!    IP-literal hosts, which reqwest connects to without asking a resolver.
+//! 2. [`EgressPolicy::check_ip`] on every address the host name resolves to, inside the client's DNS resolver
+//!    ([`resolver`]), right before connecting. This is what defeats DNS rebinding: the answer that is checked is the
+//!    answer that is used. When nothing is left the send is [`SendOutcome::Blocked`] and no connection is made.
+//!
+//! Redirects are never followed (a 3xx is just an answer; following it would let a public endpoint bounce us to
+//! an internal one) and proxies from the environment are ignored. The whole exchange, body included, is bounded
+//! by the configured timeout, and at most `max_response_bytes` of the answer are read, so a hostile endpoint can
+//! neither hold a worker slot forever nor make it buffer an endless body.
+//!
+//! This module only reports; deciding what an outcome means (ack, NAK with a delay, term) is
+//! [`retry`](crate::retry)'s job. Nothing here logs headers, bodies or URL paths and queries: they carry
+//! signatures and, often, tokens.
 
+mod resolver;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use egress::{EgressPolicy, UrlRejection, WebhookUrl};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::redirect::Policy;
+
+pub use resolver::{EgressBlocked, NameLookup, StaticLookup, SystemLookup};
+
+use resolver::EgressResolver;
+
+/// How many bytes of the response body end up in [`SendOutcome::Response::excerpt`] (CONTRACT: at most 1 KiB).
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// Longest [`SendOutcome::Network`] error text, in bytes; it ends up in the delivery log.
+const MAX_ERROR_LEN: usize = 512;
+
+/// How idle pooled connections are kept: long enough to reuse them between the deliveries of a busy endpoint.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections kept per host.
+const POOL_MAX_IDLE_PER_HOST: usize = 32;
+
+/// Settings of the [`Sender`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// `CRM_WEBHOOK_TIMEOUT_MS`: bounds the whole request: connecting, sending, waiting for the answer and reading
+    /// its body. Also used as the connect timeout.
+    pub timeout: Duration,
+    /// Read at most this many bytes of the response body, then stop reading and drop the connection (default
+    /// 64 KiB). Only the first [`EXCERPT_BYTES`] are kept.
+    pub max_response_bytes: usize,
+    /// The default `user-agent` header, `crm-webhook/<version>`; a `user-agent` in the request's headers wins.
+    /// Empty: no default.
+    pub user_agent: String,
+}
+
+impl Default for SenderConfig {
+    /// 10 s timeout (CONTRACT default), 64 KiB read limit, `crm-webhook/<crate version>`.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(10_000),
+            max_response_bytes: 64 * 1024,
+            user_agent: concat!("crm-webhook/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// What one send attempt produced. Only facts; [`crate::retry::RetryPolicy::decide`] turns them into a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendOutcome {
+    /// The endpoint answered (any status, 3xx included: redirects are not followed).
+    Response {
+        /// The HTTP status code.
+        status: u16,
+        /// The parsed `Retry-After` header, if present and valid.
+        retry_after: Option<RetryAfter>,
+        /// The first [`EXCERPT_BYTES`] bytes of the body, cut back to a UTF-8 character boundary and decoded
+        /// lossily.
+        excerpt: String,
+        /// From just before the request to the end of reading the body.
+        duration: Duration,
+    },
+    /// The URL, or every address its name resolves to, is not allowed; no connection was made.
+    Blocked {
+        /// Starts with `egress: `; names the host and the refused addresses, never the path or query.
+        reason: String,
+        /// Time spent until the refusal.
+        duration: Duration,
+    },
+    /// The request (connecting, waiting for the answer or reading the body) took longer than the timeout.
+    Timeout {
+        /// Time spent until giving up.
+        duration: Duration,
+    },
+    /// Connection refused/reset, DNS failure, TLS failure, broken body...
+    Network {
+        /// One line with the error's source chain; never the URL's path or query.
+        error: String,
+        /// Time spent until the failure.
+        duration: Duration,
+    },
+}
+
+impl SendOutcome {
+    /// How long the attempt took, whatever its outcome.
+    pub fn duration(&self) -> Duration {
+        match self {
+            Self::Response { duration, .. }
+            | Self::Blocked { duration, .. }
+            | Self::Timeout { duration }
+            | Self::Network { duration, .. } => *duration,
+        }
+    }
+}
+
+/// A parsed `Retry-After` header (RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// Wait at least this long; an HTTP-date is converted relative to the time the answer was received (a date in
+    /// the past is [`Duration::ZERO`]).
+    Delay(Duration),
+}
+
+impl RetryAfter {
+    /// The delay asked for.
+    pub fn delay(self) -> Duration {
+        match self {
+            Self::Delay(delay) => delay,
+        }
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`), the
+/// latter relative to `now` (a date in the past gives [`Duration::ZERO`]). Surrounding whitespace is ignored;
+/// anything else (negative or fractional numbers, other date formats) gives `None`. A number too large for a `u64`
+/// saturates; the retry policy caps delays anyway.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only overflow can make parsing fail.
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Sends webhook requests through the egress-checked client. Cheap to clone (one `Arc`); share one per process
+/// so connections are pooled.
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    policy: EgressPolicy,
+    config: SenderConfig,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("policy", &self.inner.policy).field("config", &self.inner.config).finish()
+    }
+}
+
+impl Sender {
+    /// Builds the client: no redirects, no proxy, rustls, `timeout` for the whole request and for connecting,
+    /// pooled keep-alive connections, `TCP_NODELAY`, and a DNS resolver that applies `policy` to every resolved
+    /// address (names are resolved by `lookup`).
+    ///
+    /// # Errors
+    ///
+    /// When reqwest cannot build the client (for example a `user_agent` that is not a valid header value, or no
+    /// TLS backend).
+    pub fn new(
+        policy: EgressPolicy,
+        config: SenderConfig,
+        lookup: Arc<dyn NameLookup>,
+    ) -> Result<Sender, reqwest::Error> {
+        let resolver = Arc::new(EgressResolver::new(policy.clone(), lookup));
+        let mut builder = reqwest::Client::builder();
+        // An empty user agent means "the caller's headers carry it": no default then.
+        if !config.user_agent.is_empty() {
+            builder = builder.user_agent(config.user_agent.as_str());
+        }
+        let client = builder
+            .use_rustls_tls()
+            .redirect(Policy::none())
+            .no_proxy()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .tcp_nodelay(true)
+            .dns_resolver(resolver)
+            .build()?;
+        Ok(Sender { inner: Arc::new(Inner { client, policy, config }) })
+    }
+
+    /// The egress policy this sender enforces.
+    pub fn policy(&self) -> &EgressPolicy {
+        &self.inner.policy
+    }
+
+    /// The configuration this sender was built with.
+    pub fn config(&self) -> &SenderConfig {
+        &self.inner.config
+    }
+
+    /// POSTs `body` to `url` with `headers` (plus `content-type: application/json` when `headers` has no
+    /// content type). Never follows redirects, never uses a proxy from the environment.
+    ///
+    /// The URL is checked with [`EgressPolicy::check_url`] first and every resolved address with
+    /// [`EgressPolicy::check_ip`]; either refusal is [`SendOutcome::Blocked`] with no connection made. The whole
+    /// exchange, reading the body included, is bounded by [`SenderConfig::timeout`].
+    pub async fn send(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> SendOutcome {
+        let started = Instant::now();
+        let target = match self.inner.policy.check_url(url) {
+            Ok(target) => target,
+            Err(rejection) => {
+                return SendOutcome::Blocked { reason: rejection_reason(&rejection), duration: started.elapsed() }
+            }
+        };
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let request = self.inner.client.post(target.as_str()).headers(headers).body(body);
+        let max_bytes = self.inner.config.max_response_bytes;
+        let exchange = async move {
+            let response = request.send().await?;
+            read_response(response, max_bytes).await
+        };
+        // reqwest's own timeout covers the body too; this outer bound is a second fence around everything.
+        let outcome = match tokio::time::timeout(self.inner.config.timeout, exchange).await {
+            Err(_elapsed) => SendOutcome::Timeout { duration: started.elapsed() },
+            Ok(Ok(answer)) => SendOutcome::Response {
+                status: answer.status,
+                retry_after: answer.retry_after,
+                excerpt: answer.excerpt,
+                duration: started.elapsed(),
+            },
+            Ok(Err(err)) => error_outcome(&err, &target, started.elapsed()),
+        };
+        if let SendOutcome::Blocked { reason, .. } = &outcome {
+            tracing::debug!(host = target.host_str(), %reason, "webhook target blocked at connect time");
+        }
+        outcome
+    }
+}
+
+/// `egress: ` + the rejection; for a blocked IP literal also the address and its class.
+fn rejection_reason(rejection: &UrlRejection) -> String {
+    match rejection {
+        UrlRejection::BlockedAddress(address) => format!("egress: {rejection} ({address})"),
+        _ => format!("egress: {rejection}"),
+    }
+}
+
+/// The facts read from a response.
+struct Answer {
+    status: u16,
+    retry_after: Option<RetryAfter>,
+    excerpt: String,
+}
+
+/// Reads status, `Retry-After` and at most `max_bytes` of the body chunk by chunk, keeping the first
+/// [`EXCERPT_BYTES`]. Dropping the response afterwards closes the connection if the body was not finished.
+async fn read_response(mut response: reqwest::Response, max_bytes: usize) -> Result<Answer, reqwest::Error> {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| parse_retry_after(value, SystemTime::now()))
+        .map(RetryAfter::Delay);
+    let keep = EXCERPT_BYTES.min(max_bytes);
+    let mut kept: Vec<u8> = Vec::with_capacity(keep);
+    let mut read = 0usize;
+    let mut cut = false;
+    while read < max_bytes {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        read = read.saturating_add(chunk.len());
+        let room = keep - kept.len();
+        if chunk.len() > room {
+            cut = true;
+        }
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(Answer { status, retry_after, excerpt: excerpt(&kept, cut) })
+}
+
+/// Lossy UTF-8 text of `bytes`. When `cut` (the bytes are a prefix of a longer body), an incomplete character at
+/// the end is dropped instead of turning into U+FFFD.
+fn excerpt(bytes: &[u8], cut: bool) -> String {
+    let end = if cut { char_boundary_before_end(bytes) } else { bytes.len() };
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The length of `bytes` without a trailing incomplete UTF-8 sequence (a lead byte followed by fewer
+/// continuation bytes than it announces).
+fn char_boundary_before_end(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    // A character is at most 4 bytes: look at most 3 continuation bytes back for its lead byte.
+    for back in 1..=len.min(4) {
+        let i = len - back;
+        let byte = bytes[i];
+        if byte & 0b1100_0000 == 0b1000_0000 {
+            continue; // continuation byte
+        }
+        let width = match byte {
+            b if b & 0b1000_0000 == 0 => 1,
+            b if b & 0b1110_0000 == 0b1100_0000 => 2,
+            b if b & 0b1111_0000 == 0b1110_0000 => 3,
+            b if b & 0b1111_1000 == 0b1111_0000 => 4,
+            _ => return len, // not a lead byte: invalid anyway, leave it to the lossy decoding
+        };
+        return if back < width { i } else { len };
+    }
+    len
+}
+
+/// Maps a reqwest error: our resolver's [`EgressBlocked`] → `Blocked`, timeouts → `Timeout`, anything else →
+/// `Network` with a one-line, URL-free description.
+fn error_outcome(err: &reqwest::Error, target: &WebhookUrl, duration: Duration) -> SendOutcome {
+    if let Some(blocked) = find_source::<EgressBlocked>(err) {
+        return SendOutcome::Blocked { reason: blocked.to_string(), duration };
+    }
+    if err.is_timeout() {
+        return SendOutcome::Timeout { duration };
+    }
+    SendOutcome::Network { error: describe_error(err, target), duration }
+}
+
+/// The first error of type `T` in `err`'s source chain (including `err` itself).
+fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// `"<what failed>: <source>: <source>..."` on one line, at most [`MAX_ERROR_LEN`] bytes, without the URL.
+fn describe_error(err: &reqwest::Error, target: &WebhookUrl) -> String {
+    let kind = if err.is_connect() {
+        "connect error"
+    } else if err.is_body() || err.is_decode() {
+        "response body error"
+    } else if err.is_request() {
+        "request error"
+    } else {
+        "http client error"
+    };
+    let mut text = kind.to_owned();
+    let mut current = err.source();
+    while let Some(error) = current {
+        let message = error.to_string();
+        // Wrappers often repeat their cause in their own message; keep each piece once.
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        current = error.source();
+    }
+    scrub(&text, target)
+}
+
+/// One line, no URL path or query, at most [`MAX_ERROR_LEN`] bytes.
+fn scrub(text: &str, target: &WebhookUrl) -> String {
+    let mut text = text.replace(['\r', '\n'], " ");
+    // reqwest's `without_url` is not enough for the whole chain: nothing guarantees a source never echoes the URL.
+    let url = target.url();
+    text = text.replace(target.as_str(), &target.redacted());
+    if let Some(query) = url.query().filter(|query| !query.is_empty()) {
+        text = text.replace(query, "…");
+    }
+    if url.path().len() > 1 {
+        text = text.replace(url.path(), "/…");
+    }
+    truncate_at_char_boundary(&mut text, MAX_ERROR_LEN);
+    text
+}
+
+fn truncate_at_char_boundary(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+}
+
+#[cfg(test)]
+mod tests;

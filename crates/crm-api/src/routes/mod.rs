@@ -2,6 +2,7 @@
 //! the work in a transaction, shape the response.
 
 mod admin;
+mod deliveries;
 mod rows;
 mod settings;
 
@@ -27,6 +28,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{ws}/settings/crm-webhook", get(settings::get).put(settings::put))
         .route("/v1/workspaces/{ws}/settings/crm-webhook/secret", post(settings::generate_secret))
         .route("/v1/workspaces/{ws}/settings/crm-webhook/test", post(settings::send_test))
+        .route("/v1/workspaces/{ws}/crm-webhook/deliveries", get(deliveries::list))
+        .route("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}", get(deliveries::get))
+        .route("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}/redeliver", post(deliveries::redeliver))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
@@ -67,6 +71,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/workspaces/{ws}/settings/crm-webhook"),
     ("post", "/v1/workspaces/{ws}/settings/crm-webhook/secret"),
     ("post", "/v1/workspaces/{ws}/settings/crm-webhook/test"),
+    ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries"),
+    ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}"),
+    ("post", "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}/redeliver"),
     ("get", "/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),

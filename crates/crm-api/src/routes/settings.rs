@@ -160,6 +160,7 @@ pub async fn send_test(caller: Caller, State(state): State<AppState>) -> ApiResu
     caller.require(Capability::SendTestEvent)?;
     let mut tx = state.pool.begin().await?;
     let event = events::test_event(&mut tx, &state.subjects, caller.workspace_id).await?;
+    crate::repo::deliveries::create_pending(&mut tx, &event).await?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": event.id}))))
 }

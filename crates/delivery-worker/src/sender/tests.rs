@@ -1,0 +1,398 @@
+//! Sender tests against tiny raw-TCP HTTP servers on 127.0.0.1:0; each server counts the connections it accepts,
+//! so "no connection was made" is observable.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use egress::EgressPolicy;
+use reqwest::header::{HeaderMap, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+/// What a test server does once it has read a request.
+#[derive(Clone)]
+enum Reply {
+    /// Write these bytes (a full HTTP response) and keep the connection open for reuse.
+    Fixed(Vec<u8>),
+    /// Sleep, then write.
+    Delayed(Duration, Vec<u8>),
+    /// Write a response head without length and then body bytes forever (until the client goes away).
+    Endless,
+    /// Write a response head announcing a body, then stall.
+    StallBody,
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl TestServer {
+    fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+async fn serve(reply: Reply) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (accept_count, seen) = (accepts.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            accept_count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(handle(stream, reply.clone(), seen.clone()));
+        }
+    });
+    TestServer { addr, accepts, requests }
+}
+
+async fn handle(mut stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
+    loop {
+        let Some(request) = read_request(&mut stream).await else { return };
+        seen.lock().unwrap().push(request);
+        match &reply {
+            Reply::Fixed(bytes) => {
+                if stream.write_all(bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Delayed(delay, bytes) => {
+                tokio::time::sleep(*delay).await;
+                let _ = stream.write_all(bytes).await;
+                return;
+            }
+            Reply::Endless => {
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+                if stream.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 8192];
+                while stream.write_all(&chunk).await.is_ok() {}
+                return;
+            }
+            Reply::StallBody => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one request (head + content-length body); `None` at EOF.
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1024];
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = stream.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    }
+    Some(buf)
+}
+
+fn response(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra_headers}\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// http allowed, loopback exempt.
+fn loopback_policy() -> EgressPolicy {
+    EgressPolicy::from_settings(Some("true"), Some("127.0.0.0/8")).unwrap()
+}
+
+/// http allowed, nothing exempt.
+fn strict_http_policy() -> EgressPolicy {
+    EgressPolicy::from_settings(Some("true"), None).unwrap()
+}
+
+fn config(timeout: Duration) -> SenderConfig {
+    SenderConfig { timeout, max_response_bytes: 64 * 1024, user_agent: "crm-webhook/test".to_owned() }
+}
+
+fn rebind_lookup() -> Arc<dyn NameLookup> {
+    Arc::new(StaticLookup::new(HashMap::from([("rebind.example".to_owned(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])])))
+}
+
+fn sender(policy: EgressPolicy, timeout: Duration) -> Sender {
+    Sender::new(policy, config(timeout), rebind_lookup()).unwrap()
+}
+
+fn body() -> Bytes {
+    Bytes::from_static(br#"{"id":"evt_1"}"#)
+}
+
+fn headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-crm-webhook-id", HeaderValue::from_static("evt_1"));
+    headers
+}
+
+#[tokio::test]
+async fn success_with_excerpt_truncated_to_1024_bytes() {
+    let big: Vec<u8> = (0..5 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let server = serve(Reply::Fixed(response("200 OK", "content-type: text/plain\r\n", &big))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome =
+        sender.send(&format!("http://127.0.0.1:{}/hooks/crm?token=s3cret", server.port()), headers(), body()).await;
+    let SendOutcome::Response { status, retry_after, excerpt, duration } = outcome else {
+        panic!("expected a response, got {outcome:?}");
+    };
+    assert_eq!(status, 200);
+    assert_eq!(retry_after, None);
+    assert_eq!(excerpt.len(), 1024);
+    assert_eq!(excerpt.as_bytes(), &big[..1024]);
+    assert!(duration < Duration::from_secs(5));
+
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    let request = String::from_utf8_lossy(&requests[0]).into_owned();
+    assert!(request.starts_with("POST /hooks/crm?token=s3cret HTTP/1.1\r\n"), "{request}");
+    let lower = request.to_ascii_lowercase();
+    assert!(lower.contains("x-crm-webhook-id: evt_1\r\n"), "{request}");
+    assert!(lower.contains("content-type: application/json\r\n"), "{request}");
+    assert!(lower.contains("user-agent: crm-webhook/test\r\n"), "{request}");
+    assert!(request.ends_with(r#"{"id":"evt_1"}"#), "{request}");
+}
+
+#[tokio::test]
+async fn connections_are_reused() {
+    let server = serve(Reply::Fixed(response("204 No Content", "", b""))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let url = format!("http://127.0.0.1:{}/", server.port());
+    for _ in 0..3 {
+        let outcome = sender.send(&url, headers(), body()).await;
+        assert!(matches!(outcome, SendOutcome::Response { status: 204, .. }), "{outcome:?}");
+    }
+    assert_eq!(server.accepts(), 1);
+    assert_eq!(server.requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn excerpt_is_cut_back_to_a_char_boundary() {
+    // 'a' then 'é' (2 bytes) repeated: byte 1024 falls in the middle of an 'é'.
+    let mut text = String::from("a");
+    while text.len() < 3000 {
+        text.push('é');
+    }
+    let server = serve(Reply::Fixed(response("200 OK", "", text.as_bytes()))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    let SendOutcome::Response { excerpt, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(excerpt.len(), 1023);
+    assert!(!excerpt.contains('\u{FFFD}'));
+    assert!(text.starts_with(&excerpt));
+}
+
+#[tokio::test]
+async fn redirect_is_returned_not_followed() {
+    let target = serve(Reply::Fixed(response("200 OK", "", b"target"))).await;
+    let location = format!("location: http://127.0.0.1:{}/internal\r\n", target.port());
+    let server = serve(Reply::Fixed(response("302 Found", &location, b""))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    assert!(matches!(outcome, SendOutcome::Response { status: 302, .. }), "{outcome:?}");
+    // Give a (wrongly) followed redirect time to show up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(target.accepts(), 0);
+    assert!(target.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_parsed() {
+    let server = serve(Reply::Fixed(response("503 Service Unavailable", "retry-after: 120\r\n", b"busy"))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    let SendOutcome::Response { status, retry_after, excerpt, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(
+        (status, retry_after, excerpt.as_str()),
+        (503, Some(RetryAfter::Delay(Duration::from_secs(120))), "busy")
+    );
+}
+
+#[tokio::test]
+async fn slow_response_is_a_timeout() {
+    let server = serve(Reply::Delayed(Duration::from_secs(3), response("200 OK", "", b"late"))).await;
+    let sender = sender(loopback_policy(), Duration::from_millis(200));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    let SendOutcome::Timeout { duration } = outcome else { panic!("expected a timeout, got {outcome:?}") };
+    assert!(duration >= Duration::from_millis(190) && duration < Duration::from_secs(2), "{duration:?}");
+}
+
+#[tokio::test]
+async fn stalled_body_is_a_timeout() {
+    let server = serve(Reply::StallBody).await;
+    let sender = sender(loopback_policy(), Duration::from_millis(200));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    let SendOutcome::Timeout { duration } = outcome else { panic!("expected a timeout, got {outcome:?}") };
+    assert!(duration < Duration::from_secs(2), "{duration:?}");
+}
+
+#[tokio::test]
+async fn endless_body_stops_after_max_bytes() {
+    let server = serve(Reply::Endless).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{}/", server.port());
+    let send = sender.send(&url, headers(), body());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), send).await.expect("the sender must not hang");
+    let SendOutcome::Response { status, excerpt, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(status, 200);
+    assert_eq!(excerpt, "x".repeat(1024));
+}
+
+#[tokio::test]
+async fn literal_loopback_url_is_blocked_without_connecting() {
+    let server = serve(Reply::Fixed(response("200 OK", "", b""))).await;
+    let sender = sender(strict_http_policy(), Duration::from_secs(5));
+    let outcome =
+        sender.send(&format!("http://127.0.0.1:{}/secret?token=s3cret", server.port()), headers(), body()).await;
+    let SendOutcome::Blocked { reason, .. } = outcome else { panic!("expected blocked, got {outcome:?}") };
+    assert!(reason.starts_with("egress: "), "{reason}");
+    assert!(reason.contains("loopback"), "{reason}");
+    assert!(!reason.contains("secret"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.accepts(), 0);
+}
+
+#[tokio::test]
+async fn url_rejections_are_blocked() {
+    let sender = sender(EgressPolicy::strict(), Duration::from_secs(5));
+    let outcome = sender.send("http://crm.example.com/hook", headers(), body()).await;
+    assert!(
+        matches!(&outcome, SendOutcome::Blocked { reason, .. } if reason == "egress: must use https"),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn name_resolving_to_loopback_is_blocked_without_connecting() {
+    let server = serve(Reply::Fixed(response("200 OK", "", b""))).await;
+    let sender = sender(strict_http_policy(), Duration::from_secs(5));
+    let outcome =
+        sender.send(&format!("http://rebind.example:{}/path?token=s3cret", server.port()), headers(), body()).await;
+    let SendOutcome::Blocked { reason, .. } = outcome else { panic!("expected blocked, got {outcome:?}") };
+    assert_eq!(reason, "egress: rebind.example resolves only to blocked addresses: 127.0.0.1 (loopback)");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.accepts(), 0);
+}
+
+#[tokio::test]
+async fn name_resolving_to_exempt_loopback_is_sent() {
+    let server = serve(Reply::Fixed(response("200 OK", "", b"ok"))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://rebind.example:{}/", server.port()), headers(), body()).await;
+    assert!(matches!(&outcome, SendOutcome::Response { status: 200, excerpt, .. } if excerpt == "ok"), "{outcome:?}");
+    assert_eq!(server.accepts(), 1);
+    let request = String::from_utf8_lossy(&server.requests.lock().unwrap()[0]).to_ascii_lowercase();
+    assert!(request.contains(&format!("host: rebind.example:{}\r\n", server.port())), "{request}");
+}
+
+#[tokio::test]
+async fn unknown_name_is_a_network_error() {
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send("http://unknown.example:8080/path?token=s3cret", headers(), body()).await;
+    let SendOutcome::Network { error, .. } = outcome else { panic!("expected a network error, got {outcome:?}") };
+    assert!(error.contains("unknown.example"), "{error}");
+    assert!(!error.contains("s3cret") && !error.contains("/path"), "{error}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_network_error() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://127.0.0.1:{port}/hooks?token=s3cret"), headers(), body()).await;
+    let SendOutcome::Network { error, .. } = outcome else { panic!("expected a network error, got {outcome:?}") };
+    assert!(error.starts_with("connect error: "), "{error}");
+    assert!(error.to_ascii_lowercase().contains("connection refused"), "{error}");
+    assert!(!error.contains("s3cret") && !error.contains("/hooks") && !error.contains('\n'), "{error}");
+}
+
+#[test]
+fn retry_after_seconds() {
+    let now = SystemTime::now();
+    assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+    assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+    assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
+}
+
+#[test]
+fn retry_after_http_date() {
+    let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
+    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+    // The obsolete formats RFC 9110 requires recipients to accept.
+    assert_eq!(parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now), Some(Duration::from_secs(60)));
+    assert_eq!(parse_retry_after("Wed Oct 21 07:28:30 2015", now), Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn retry_after_garbage() {
+    let now = SystemTime::now();
+    for value in ["", "  ", "-1", "1.5", "soon", "120s", "2015-10-21T07:28:00Z", "Wed, 32 Oct 2015 07:28:00 GMT"] {
+        assert_eq!(parse_retry_after(value, now), None, "{value:?}");
+    }
+}
+
+#[test]
+fn char_boundary_cut() {
+    assert_eq!(char_boundary_before_end(b""), 0);
+    assert_eq!(char_boundary_before_end(b"abc"), 3);
+    let euro = "€".as_bytes(); // 3 bytes
+    assert_eq!(char_boundary_before_end(&[b'a', euro[0]]), 1);
+    assert_eq!(char_boundary_before_end(&[b'a', euro[0], euro[1]]), 1);
+    assert_eq!(char_boundary_before_end(&[b'a', euro[0], euro[1], euro[2]]), 4);
+    let crab = "🦀".as_bytes(); // 4 bytes
+    assert_eq!(char_boundary_before_end(&crab[..3]), 0);
+    assert_eq!(char_boundary_before_end(crab), 4);
+    // Invalid bytes are left to the lossy decoding.
+    assert_eq!(char_boundary_before_end(&[b'a', 0xff]), 2);
+    assert_eq!(excerpt(&[b'a', 0xff], true), "a\u{FFFD}");
+    assert_eq!(excerpt(&[b'a', euro[0]], false), "a\u{FFFD}");
+    assert_eq!(excerpt(&[b'a', euro[0]], true), "a");
+}
+
+#[test]
+fn scrub_removes_url_path_and_query() {
+    let policy = EgressPolicy::strict();
+    let target = policy.check_url("https://crm.example.com/hooks/abc?token=s3cret").unwrap();
+    let text = scrub("failed for https://crm.example.com/hooks/abc?token=s3cret\nand token=s3cret", &target);
+    assert_eq!(text, "failed for https://crm.example.com/… and …");
+    let long = "é".repeat(400);
+    assert_eq!(scrub(&long, &target).len(), 512);
+}

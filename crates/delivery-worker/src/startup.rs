@@ -1,0 +1,141 @@
+//! Building and running a worker: `Worker::build(config, options)` connects and binds the health listener (port 0
+//! works); `run_until_stopped(shutdown)` consumes until the token is cancelled, drains, and returns.
+
+use crate::config::WorkerConfig;
+use crate::consumer::{consumer_config, ConsumerLoop};
+use crate::fairness::{Breakers, Slots};
+use crate::metrics::WorkerMetrics;
+use crate::process::Ctx;
+use crate::sender::{NameLookup, Sender, SenderConfig, SystemLookup};
+use crate::settings::SettingsCache;
+use anyhow::Context as _;
+use axum::{middleware, Router};
+use reqwest::header::HeaderValue;
+use service_common::{db, health, metrics::track_http, nats};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What a caller can set beyond the environment.
+pub struct WorkerOptions {
+    /// Where host names are resolved (the egress check applies to whatever it returns).
+    pub lookup: Arc<dyn NameLookup>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { lookup: Arc::new(SystemLookup) }
+    }
+}
+
+pub struct Worker {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    consumer: ConsumerLoop,
+    settings: SettingsCache,
+    ctx: Arc<Ctx>,
+}
+
+impl Worker {
+    pub async fn build(config: WorkerConfig, options: WorkerOptions) -> anyhow::Result<Worker> {
+        let pool = db::connect(&config.common.database_url, config.db_max_connections, "delivery-worker")
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let client = nats::connect(&config.common.nats_url, "delivery-worker").await.context("NATS_URL")?;
+        let js = nats::jetstream(client.clone());
+        let metrics = WorkerMetrics::new();
+        let user_agent =
+            HeaderValue::from_str(&format!("crm-webhook/{}", env!("CARGO_PKG_VERSION"))).context("user agent")?;
+        let sender = Sender::new(
+            config.common.egress.clone(),
+            SenderConfig { timeout: config.timeout, max_response_bytes: 64 * 1024, user_agent: String::new() },
+            options.lookup,
+        )
+        .context("building the HTTP client")?;
+        let settings = SettingsCache::new(pool.clone(), config.common.secret_keys.clone());
+        let ctx = Arc::new(Ctx {
+            pool: pool.clone(),
+            settings: settings.clone(),
+            sender,
+            retry: config.retry,
+            slots: Slots::new(config.workspace_concurrency),
+            breakers: Breakers::new(config.pause_after_failures, config.pause),
+            metrics: metrics.clone(),
+            ack_wait: config.ack_wait,
+            lease: config.timeout + Duration::from_secs(2),
+            hard_stop: CancellationToken::new(),
+            user_agent,
+        });
+        let readiness = health::Readiness { pool, nats: client, metrics: metrics.registry.clone() };
+        let router = health::router(readiness).layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
+        let listener =
+            TcpListener::bind(config.addr).await.with_context(|| format!("binding WORKER_ADDR {}", config.addr))?;
+        let port = listener.local_addr()?.port();
+        let consumer = ConsumerLoop {
+            ctx: ctx.clone(),
+            js,
+            stream: nats::stream_config(&config.common.stream, &config.common.subjects()),
+            concurrency: config.concurrency,
+            ack_wait: config.ack_wait,
+            grace: config.shutdown_grace,
+        };
+        Ok(Worker { listener, port, router, consumer, settings, ctx })
+    }
+
+    /// The health and metrics port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(port = self.port, "delivery-worker started");
+        let background = CancellationToken::new();
+        let follower = tokio::spawn(self.settings.clone().follow_changes(background.clone()));
+        let sampler = tokio::spawn(sample_consumer(
+            self.consumer.js.clone(),
+            self.consumer.stream.name.clone(),
+            self.ctx.clone(),
+            background.clone(),
+        ));
+        let serve_until = background.clone().cancelled_owned();
+        let server =
+            tokio::spawn(
+                async move { axum::serve(self.listener, self.router).with_graceful_shutdown(serve_until).await },
+            );
+        self.consumer.run(shutdown).await;
+        background.cancel();
+        let _ = follower.await;
+        let _ = sampler.await;
+        server.await.context("health server task")?.context("health server")?;
+        tracing::info!("delivery-worker stopped");
+        Ok(())
+    }
+}
+
+/// Samples the consumer's pending and ack-pending counts and the paused endpoints for the metrics.
+async fn sample_consumer(js: async_nats::jetstream::Context, stream: String, ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.cancelled() => return,
+        }
+        ctx.metrics.endpoints_paused.set(ctx.breakers.paused() as i64);
+        let Ok(stream) = js.get_stream(&stream).await else { continue };
+        let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
+            stream.get_consumer(crm_events::CONSUMER_NAME).await;
+        if let Ok(mut consumer) = consumer {
+            if let Ok(info) = consumer.info().await {
+                ctx.metrics.consumer_pending.set(info.num_pending as i64);
+                ctx.metrics.consumer_ack_pending.set(info.num_ack_pending as i64);
+            }
+        }
+    }
+}
+
+/// Exposed for tests that inspect the consumer.
+pub fn default_consumer_config(ack_wait: Duration) -> async_nats::jetstream::consumer::pull::Config {
+    consumer_config(ack_wait)
+}

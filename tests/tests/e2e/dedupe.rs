@@ -1,0 +1,77 @@
+//! Dedupe beyond the stream's window: the worker's send-log guard.
+
+use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
+use crm_tests::Pipeline;
+use std::time::Duration;
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0) as u64
+}
+
+async fn publish(p: &Pipeline, event: &RowChangedEvent, msg_id: &str) -> bool {
+    let js = p.stream.jetstream().await;
+    let subject = crm_events::Subjects::new(p.stream.prefix.clone()).row_changed(event.workspace_id);
+    let message =
+        async_nats::jetstream::message::PublishMessage::build().payload(event.to_bytes().into()).message_id(msg_id);
+    js.send_publish(subject, message).await.unwrap().await.unwrap().duplicate
+}
+
+#[tokio::test]
+async fn an_event_published_twice_is_delivered_once() {
+    let p = Pipeline::spawn().await;
+    let (ws, _token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
+    let event = RowChangedEvent {
+        schema_version: EVENT_SCHEMA_VERSION,
+        id: uuid::Uuid::now_v7(),
+        event_type: EventType::WebhookTest,
+        occurred_at: chrono::Utc::now(),
+        workspace_id: ws,
+        trigger: Trigger::Test,
+        row: None,
+        changed_fields: vec![],
+        previous: Default::default(),
+    };
+    // The same message id twice: the stream stores it once.
+    assert!(!publish(&p, &event, &event.id.to_string()).await);
+    assert!(publish(&p, &event, &event.id.to_string()).await, "the stream's duplicate window caught it");
+    // Two more copies under other message ids (a republish after the window): the worker's guard catches them.
+    publish(&p, &event, "copy-1").await;
+    publish(&p, &event, "copy-2").await;
+    p.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let worker = &p.workers[0];
+    crm_tests::eventually(Duration::from_secs(10), || async {
+        metric(&worker.metrics().await, "webhook_duplicates_suppressed_total")
+            + metric(&worker.metrics().await, "webhook_held_back_total{reason=\"leased\"}")
+            >= 2
+            && p.receiver.count() == 1
+            && crm_tests::stream::message_count(&p.stream.jetstream().await, &p.stream.stream).await == 0
+    })
+    .await;
+    assert_eq!(p.receiver.count(), 1);
+}
+
+#[tokio::test]
+async fn a_message_that_comes_back_after_success_is_acked_not_sent() {
+    let p = Pipeline::spawn().await;
+    let (ws, token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
+    p.api.interest(ws, &token, "once@example.com").await.expect(201);
+    let got = p.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let id = got[0].webhook_id();
+    p.wait_status(ws, &token, &id, "succeeded", Duration::from_secs(5)).await;
+    // The stream hands the same event to a worker again (as after a lost ack).
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT event FROM deliveries WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&p.pool)
+        .await
+        .unwrap();
+    let event = RowChangedEvent::from_slice(&stored).unwrap();
+    publish(&p, &event, "redelivered").await;
+    let worker = &p.workers[0];
+    crm_tests::eventually(Duration::from_secs(10), || async {
+        metric(&worker.metrics().await, "webhook_duplicates_suppressed_total") == 1
+    })
+    .await;
+    assert_eq!(p.receiver.count(), 1, "sent again");
+    let js = p.stream.jetstream().await;
+    assert_eq!(crm_tests::stream::message_count(&js, &p.stream.stream).await, 0, "the copy was acked");
+}

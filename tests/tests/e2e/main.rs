@@ -1,0 +1,7 @@
+//! The whole pipeline against real PostgreSQL and NATS: crm-api, delivery-worker(s) and a test receiver.
+
+mod dedupe;
+mod delivery;
+mod fairness;
+mod retries;
+mod scale;
