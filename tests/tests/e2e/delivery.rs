@@ -237,3 +237,28 @@ async fn delivery_log_lists_filters_pages_and_redelivers() {
         delivery["attempts"].as_array().unwrap().iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
     assert_eq!(attempts, [1, 2]);
 }
+
+#[tokio::test]
+async fn a_settings_change_reaches_the_worker_at_once() {
+    // The worker caches settings for a minute; this passes only because crm-api's change invalidates the cache.
+    let p = Pipeline::spawn().await;
+    let (ws, token) = p.workspace(&p.receiver.url("/in"), SECRET).await;
+    p.api.interest(ws, &token, "first@example.com").await.expect(201);
+    p.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let moved = crm_tests::Receiver::start().await;
+    let settings = format!("/v1/workspaces/{ws}/settings/crm-webhook");
+    let new_secret = "whsec_c2Vjb25kLXNlY3JldC1mb3ItdGhlLW5ldy1lbmRwb2ludA==";
+    p.api
+        .put(
+            &settings,
+            Some(&token),
+            &json!({"enabled": true, "url": moved.url("/moved"), "events": ["crm_row.created"], "secret": new_secret}),
+        )
+        .await
+        .expect(200);
+    p.api.interest(ws, &token, "second@example.com").await.expect(201);
+    let got = moved.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].path, "/moved");
+    verify_both(&got[0], new_secret);
+    assert_eq!(p.receiver.count(), 1, "the old URL was used after the change");
+}
