@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod nats_server;
+pub mod pg_cluster;
 pub mod pipeline;
 pub mod receiver;
 pub mod stream;

@@ -20,9 +20,6 @@ pub const DEFAULT_STREAM: &str = "CRM_EVENTS";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "crm";
 /// The one durable pull consumer every worker replica binds.
 pub const CONSUMER_NAME: &str = "delivery-worker";
-/// Header naming a redelivery request: its value is the redelivery id. Present only on messages that an operator's
-/// redeliver asked for, so the worker's send-log guard lets them through.
-pub const REDELIVERY_HEADER: &str = "Crm-Redelivery";
 
 /// What happened to a row (or the test ping). The spelling is the `type` of the webhook payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

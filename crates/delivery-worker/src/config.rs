@@ -62,7 +62,8 @@ impl WorkerConfig {
                 "must not be below CRM_WEBHOOK_RETRY_BASE_MS",
             ));
         }
-        let default_attempts = RetryPolicy::attempts_to_cover(base, cap, DEFAULT_RETRY_SPAN);
+        // A tiny base and cap would need more attempts than the limit allows: the default stops at the limit.
+        let default_attempts = RetryPolicy::attempts_to_cover(base, cap, DEFAULT_RETRY_SPAN).min(1000);
         let max_attempts: u32 =
             env.parse_or("CRM_WEBHOOK_MAX_ATTEMPTS", default_attempts, "a number from 1 to 1000")?;
         if !(1..=1000).contains(&max_attempts) {

@@ -150,8 +150,8 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         }
     };
 
-    let attempts = match store::claim(&ctx.pool, &event, &message.payload, ctx.lease).await {
-        Ok(Claim::Ready { attempts }) => attempts,
+    let (attempts, budget_start) = match store::claim(&ctx.pool, &event, &message.payload, ctx.lease).await {
+        Ok(Claim::Ready { attempts, budget_start }) => (attempts, budget_start),
         Ok(Claim::Ended) => {
             abandon_probe();
             ctx.metrics.duplicates_suppressed.inc();
@@ -193,7 +193,9 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         return Verdict::Nak(Duration::ZERO);
     };
 
-    let decision = ctx.retry.decide(&outcome, u32::try_from(attempt).unwrap_or(u32::MAX), jitter());
+    // The retry budget counts from the last redelivery; the attempt number on the wire and in the log does not.
+    let budget_attempt = u32::try_from(attempt - budget_start).unwrap_or(1).max(1);
+    let decision = ctx.retry.decide(&outcome, budget_attempt, jitter());
     let (status_code, excerpt, duration) = match &outcome {
         SendOutcome::Response { status, excerpt, duration, .. } => (Some(*status), Some(excerpt.as_str()), *duration),
         SendOutcome::Blocked { duration, .. }

@@ -14,8 +14,9 @@ use uuid::Uuid;
 /// What the guard says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// Ours to send; `attempts` were made before.
-    Ready { attempts: i32 },
+    /// Ours to send; `attempts` were made before, the retry budget counting from `budget_start` (a redelivery
+    /// starts a fresh budget).
+    Ready { attempts: i32, budget_start: i32 },
     /// The delivery ended already: acknowledge without sending.
     Ended,
     /// Another worker holds a live lease on it: hand it back for later.
@@ -58,7 +59,7 @@ pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Du
          ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until, updated_at = now()
           WHERE deliveries.status IN ('pending', 'retrying')
             AND (deliveries.lease_until IS NULL OR deliveries.lease_until < now())
-         RETURNING attempts",
+         RETURNING attempts, budget_start",
     )
     .bind(event.id)
     .bind(event.workspace_id)
@@ -69,7 +70,7 @@ pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Du
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
-        return Ok(Claim::Ready { attempts: row.get("attempts") });
+        return Ok(Claim::Ready { attempts: row.get("attempts"), budget_start: row.get("budget_start") });
     }
     let status: String =
         sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1").bind(event.id).fetch_one(pool).await?;

@@ -127,6 +127,7 @@ impl CommonConfig {
             return Err(ConfigError::invalid("DATABASE_URL", "must be a postgres:// URL"));
         }
         let nats_url = env.or("NATS_URL", "nats://127.0.0.1:4222");
+        check_nats_url(&nats_url)?;
         let secret_keys = SecretKeyring::from_env_values(
             &env.required("CRM_SECRET_KEY")?,
             env.get("CRM_SECRET_KEY_PREVIOUS").as_deref(),
@@ -170,6 +171,25 @@ impl CommonConfig {
     }
 }
 
+/// `NATS_URL`: one or more comma-separated `nats://`, `tls://` (or scheme-less `host:port`) server addresses.
+fn check_nats_url(value: &str) -> Result<(), ConfigError> {
+    for server in value.split(',').map(str::trim) {
+        let rest = server.strip_prefix("nats://").or_else(|| server.strip_prefix("tls://")).unwrap_or(server);
+        let hostport = rest.rsplit('@').next().unwrap_or(rest);
+        let valid = match hostport.rsplit_once(':') {
+            Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+            None => !hostport.is_empty() && !hostport.contains('/'),
+        };
+        if server.contains("://") && !(server.starts_with("nats://") || server.starts_with("tls://")) || !valid {
+            return Err(ConfigError::invalid(
+                "NATS_URL",
+                "must be nats://host:port (comma-separated for several servers)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +208,9 @@ mod tests {
         let k = key();
         let cfg = CommonConfig::from_env(&env(&[("DATABASE_URL", "postgres://x/y"), ("CRM_SECRET_KEY", &k)])).unwrap();
         assert_eq!(cfg.nats_url, "nats://127.0.0.1:4222");
+        for good in ["nats://a:4222", "tls://a:4222,nats://b:4223", "127.0.0.1:4222", "nats://user:pw@host:4222"] {
+            assert!(check_nats_url(good).is_ok(), "{good}");
+        }
         assert_eq!(cfg.stream, "CRM_EVENTS");
         assert_eq!(cfg.subject_prefix, "crm");
         assert!(!cfg.egress.allows_http());
@@ -213,6 +236,11 @@ mod tests {
             (
                 vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_EGRESS_ALLOW_HTTP", "maybe")],
                 "CRM_EGRESS_ALLOW_HTTP",
+            ),
+            (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "http://x:4222")], "NATS_URL"),
+            (
+                vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "nats://x:notaport")],
+                "NATS_URL",
             ),
         ];
         for (pairs, variable) in cases {

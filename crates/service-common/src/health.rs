@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics`, served the same way by both services (CONTRACT §1).
+//! `/healthz`, `/readyz` and `/metrics`, served the same way by both services (CONTRACT §1). Metrics are in the
+//! OpenMetrics text format, which Prometheus scrapes natively, with its own content type.
 
 use crate::metrics::MetricsRegistry;
 use axum::extract::State;
@@ -48,5 +49,5 @@ async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn metrics(State(r): State<Readiness>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], r.metrics.render())
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], r.metrics.render())
 }

@@ -11,7 +11,8 @@ async fn health_readiness_metrics_and_openapi_answer() {
     assert_eq!(ready["checks"]["nats"], "ok");
     app.api.get("/admin/workspaces", None).await.expect(401);
     let metrics = app.api.get("/metrics", None).await.expect(200);
-    assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(metrics.text.trim_end().ends_with("# EOF"));
     assert!(
         metrics.text.contains(r#"http_requests_total{method="GET",route="/admin/workspaces",status="401"} 1"#),
         "{}",

@@ -91,6 +91,21 @@ async fn attempts_run_out_and_the_delivery_is_dead() {
     let delivery = p.wait_status(ws, &token, &id, "dead", Duration::from_secs(10)).await;
     assert_eq!(delivery["attempt_count"], 3);
     assert_eq!(p.receiver.count(), 3);
+
+    // Redelivered, it gets a fresh budget: one more failure is a retry, not instant death.
+    p.receiver.script([Reply::status(503), Reply::status(200)]);
+    p.api
+        .post(
+            &format!("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}/redeliver"),
+            Some(&token),
+            &serde_json::json!({}),
+        )
+        .await
+        .expect(202);
+    let delivery = p.wait_status(ws, &token, &id, "succeeded", Duration::from_secs(10)).await;
+    let numbers: Vec<i64> =
+        delivery["attempts"].as_array().unwrap().iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]

@@ -102,7 +102,7 @@ pub enum RedeliverOutcome {
 
 /// Re-opens an ended delivery and queues its event again, with a fresh stream message id (the event id would be
 /// dropped by the stream's duplicate window) and the same body, so the receiver sees the same webhook id and the
-/// attempt numbers go on.
+/// attempt numbers go on. The retry budget starts afresh from the current attempt count.
 pub async fn redeliver(
     tx: &mut PgConnection,
     subjects: &Subjects,
@@ -123,7 +123,7 @@ pub async fn redeliver(
     let msg_id = Uuid::now_v7();
     sqlx::query(
         "UPDATE deliveries SET status = 'pending', redelivery_id = $2, next_attempt_at = NULL, lease_until = NULL,
-                updated_at = now()
+                budget_start = attempts, updated_at = now()
           WHERE id = $1",
     )
     .bind(id)

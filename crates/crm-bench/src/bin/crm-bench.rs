@@ -1,0 +1,341 @@
+//! `crm-bench`: the end-to-end benchmark. It runs the real pipeline on this machine — crm-api and
+//! delivery-worker processes on the local PostgreSQL and NATS — drives it through the REST API at a fixed rate
+//! (open model), receives the webhooks in this process, and prints a table and, last, one JSON line.
+//!
+//! ```text
+//! cargo run --release -p crm-bench -- --rate 1000 --duration 30 [--workers 1] [--receiver-delay-ms 0]
+//! cargo run --release -p crm-bench -- --find-max [--rate 500] [--duration 10]
+//! ```
+
+use crm_bench::ledger::{quantile_ms, Ledger, Phase};
+use crm_bench::load::{Generator, Target};
+use crm_bench::receiver::{Behaviour, BenchReceiver};
+use crm_bench::stack::{cpu_seconds, max_rss_mib, pids_named, Stack, StackSpec};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HELP: &str = "crm-bench — end-to-end benchmark of crm-webhook-sync
+
+USAGE:
+    crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
+              [--warmup S] [--drain-timeout S] [--receiver-fail-every-other] [--find-max] [--no-build]
+
+    --rate R               events offered per second (default 1000; the starting rate with --find-max)
+    --duration S           length of the measured steady window in seconds (default 30)
+    --workers N            delivery-worker processes (default 1)
+    --receiver-delay-ms D  the receiver answers after D ms (default 0)
+    --workspaces W         workspaces the load is spread over (default 50)
+    --warmup S             unmeasured warm-up at the same rate (default 5)
+    --drain-timeout S      how long to wait for the backlog after the window (default 60)
+    --find-max             raise the rate by 30% per step until the backlog stops draining
+    --no-build             do not build crm-api and delivery-worker first
+
+Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_NATS_URL
+(default nats://127.0.0.1:4222), CRM_BIN_DIR (where the service binaries are; default next to this one).";
+
+#[derive(Debug, Clone)]
+struct Args {
+    rate: f64,
+    duration: f64,
+    workers: usize,
+    receiver_delay_ms: u64,
+    workspaces: usize,
+    warmup: f64,
+    drain_timeout: f64,
+    fail_every_other: bool,
+    find_max: bool,
+    build: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        rate: 1000.0,
+        duration: 30.0,
+        workers: 1,
+        receiver_delay_ms: 0,
+        workspaces: 50,
+        warmup: 5.0,
+        drain_timeout: 60.0,
+        fail_every_other: false,
+        find_max: false,
+        build: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let number = |name: &str, v: String| v.parse::<f64>().map_err(|_| format!("{name}: `{v}` is not a number"));
+        match flag.as_str() {
+            "--rate" => args.rate = number("--rate", value("--rate")?)?,
+            "--duration" => args.duration = number("--duration", value("--duration")?)?,
+            "--workers" => args.workers = number("--workers", value("--workers")?)? as usize,
+            "--receiver-delay-ms" => {
+                args.receiver_delay_ms = number("--receiver-delay-ms", value("--receiver-delay-ms")?)? as u64
+            }
+            "--workspaces" => args.workspaces = number("--workspaces", value("--workspaces")?)? as usize,
+            "--warmup" => args.warmup = number("--warmup", value("--warmup")?)?,
+            "--drain-timeout" => args.drain_timeout = number("--drain-timeout", value("--drain-timeout")?)?,
+            "--receiver-fail-every-other" => args.fail_every_other = true,
+            "--find-max" => args.find_max = true,
+            "--no-build" => args.build = false,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("crm-bench {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`; try --help")),
+        }
+    }
+    if args.rate <= 0.0 || args.duration <= 0.0 || args.workers == 0 || args.workspaces == 0 {
+        return Err("--rate, --duration, --workers and --workspaces must be positive".into());
+    }
+    Ok(args)
+}
+
+/// Builds the service binaries in the profile this binary was built with.
+fn build_services() -> anyhow::Result<()> {
+    let release = crm_bench::stack::bin_dir().ends_with("release");
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q", "-p", "crm-api", "-p", "delivery-worker"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "building crm-api and delivery-worker failed");
+    Ok(())
+}
+
+/// CPU seconds per named process group at one instant.
+fn cpu_snapshot(stack: &Stack) -> BTreeMap<String, f64> {
+    let mut snap = BTreeMap::new();
+    snap.insert("crm-api".to_owned(), stack.api.cpu_seconds());
+    for w in &stack.workers {
+        snap.insert(w.name.clone(), w.cpu_seconds());
+    }
+    snap.insert("crm-bench".to_owned(), cpu_seconds(std::process::id()));
+    snap.insert("postgres".to_owned(), pids_named("postgres").into_iter().map(cpu_seconds).sum());
+    snap.insert("nats-server".to_owned(), pids_named("nats-server").into_iter().map(cpu_seconds).sum());
+    snap
+}
+
+struct Outcome {
+    json: serde_json::Value,
+    sustained: bool,
+}
+
+async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
+    let ledger = Arc::new(Ledger::default());
+    let behaviour =
+        Behaviour { delay: Duration::from_millis(args.receiver_delay_ms), fail_every_other: args.fail_every_other };
+    let receiver = BenchReceiver::start(ledger.clone(), behaviour).await?;
+    let log_dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir)?;
+    let concurrency = if args.receiver_delay_ms > 0 { "256" } else { "64" };
+    let spec = StackSpec {
+        workers: args.workers,
+        env: vec![
+            ("WORKER_CONCURRENCY".into(), concurrency.into()),
+            ("WORKER_WORKSPACE_CONCURRENCY".into(), "32".into()),
+            ("CRM_DB_MAX_CONNECTIONS".into(), "32".into()),
+        ],
+        log_dir,
+        ..Default::default()
+    };
+    let stack = Stack::start(spec).await?;
+    let result = measure(args, rate, &stack, &ledger, &receiver).await;
+    receiver.stop();
+    stack.stop().await;
+    result
+}
+
+async fn measure(
+    args: &Args,
+    rate: f64,
+    stack: &Stack,
+    ledger: &Arc<Ledger>,
+    receiver: &BenchReceiver,
+) -> anyhow::Result<Outcome> {
+    let synchronous_commit: String = {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.database_url).await?;
+        sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut conn).await?
+    };
+    let targets: Vec<Target> = stack
+        .workspaces(args.workspaces, &receiver.url())
+        .await?
+        .into_iter()
+        .map(|(ws, t)| Target::new(ws, t))
+        .collect();
+    let generator = Generator::new(&stack.api_url, targets, ledger.clone())?;
+
+    eprintln!("warm-up: {rate:.0}/s for {:.0} s", args.warmup);
+    generator.run(rate, Duration::from_secs_f64(args.warmup), Phase::Warmup).await;
+
+    eprintln!("steady window: {rate:.0}/s for {:.0} s", args.duration);
+    let cpu_before = cpu_snapshot(stack);
+    let started = Instant::now();
+    generator.run(rate, Duration::from_secs_f64(args.duration), Phase::Steady).await;
+    let window = started.elapsed();
+
+    let drain_started = Instant::now();
+    let drain_deadline = drain_started + Duration::from_secs_f64(args.drain_timeout);
+    while ledger.outstanding() > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = drain_started.elapsed();
+    let cpu_after = cpu_snapshot(stack);
+
+    let report = ledger.report();
+    let api = {
+        let mut v = generator.stats.api_latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        v.sort_unstable();
+        v
+    };
+    let failed = generator.stats.failed.load(Ordering::Relaxed);
+    let thousands = (report.steady_accepted as f64 / 1000.0).max(1e-9);
+    let mut cpu = serde_json::Map::new();
+    for (name, after) in &cpu_after {
+        let used = after - cpu_before.get(name).copied().unwrap_or(0.0);
+        cpu.insert(name.clone(), json!(round3(used / thousands)));
+    }
+    let mut rss = serde_json::Map::new();
+    rss.insert("crm-api".into(), json!(round1(stack.api.max_rss_mib())));
+    for w in &stack.workers {
+        rss.insert(w.name.clone(), json!(round1(w.max_rss_mib())));
+    }
+    rss.insert("crm-bench".into(), json!(round1(max_rss_mib(std::process::id()))));
+    let events_per_s = report.steady_accepted as f64 / window.as_secs_f64();
+    let drained_in_time = drain.as_secs_f64() <= (0.1 * args.duration).max(1.0);
+    let sustained = report.missing == 0 && failed == 0 && drained_in_time && events_per_s >= rate * 0.97;
+    let json = json!({
+        "rate": rate,
+        "duration_s": args.duration,
+        "workers": args.workers,
+        "receiver_delay_ms": args.receiver_delay_ms,
+        "accepted": report.accepted,
+        "delivered": report.delivered,
+        "missing": report.missing,
+        "duplicates": report.duplicates,
+        "failed_requests": failed,
+        "events_per_s": round1(events_per_s),
+        "api_p50_ms": round2(quantile_ms(&api, 0.5)),
+        "api_p99_ms": round2(quantile_ms(&api, 0.99)),
+        "e2e_p50_ms": round2(quantile_ms(&report.e2e, 0.5)),
+        "e2e_p99_ms": round2(quantile_ms(&report.e2e, 0.99)),
+        "e2e_p999_ms": round2(quantile_ms(&report.e2e, 0.999)),
+        "e2e_max_ms": round2(quantile_ms(&report.e2e, 1.0)),
+        "drain_s": round2(drain.as_secs_f64()),
+        "max_generator_lag_ms": round2(generator.stats.max_send_lag.lock().unwrap_or_else(|p| p.into_inner()).as_secs_f64() * 1000.0),
+        "cpu_s_per_1k_events": cpu,
+        "max_rss_mib": rss,
+        "synchronous_commit": synchronous_commit,
+        "sustained": sustained,
+    });
+    Ok(Outcome { json, sustained })
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn print_table(j: &serde_json::Value) {
+    println!("┌──────────────────────────────┬──────────────────────────────────────┐");
+    for (label, key) in [
+        ("offered rate (/s)", "rate"),
+        ("steady window (s)", "duration_s"),
+        ("worker processes", "workers"),
+        ("receiver delay (ms)", "receiver_delay_ms"),
+        ("accepted", "accepted"),
+        ("delivered", "delivered"),
+        ("missing", "missing"),
+        ("duplicates", "duplicates"),
+        ("failed API requests", "failed_requests"),
+        ("events/s (steady)", "events_per_s"),
+        ("API p50 / p99 (ms)", "api"),
+        ("e2e p50 / p99 / p99.9 (ms)", "e2e"),
+        ("drain after window (s)", "drain_s"),
+        ("synchronous_commit", "synchronous_commit"),
+    ] {
+        let value = match key {
+            "api" => format!("{} / {}", j["api_p50_ms"], j["api_p99_ms"]),
+            "e2e" => format!("{} / {} / {}", j["e2e_p50_ms"], j["e2e_p99_ms"], j["e2e_p999_ms"]),
+            k => j[k].to_string().trim_matches('"').to_owned(),
+        };
+        println!("│ {label:<28} │ {value:<36} │");
+    }
+    println!("├──────────────────────────────┼──────────────────────────────────────┤");
+    println!("│ {:<28} │ {:<36} │", "process", "CPU s per 1k events / max RSS MiB");
+    if let Some(cpu) = j["cpu_s_per_1k_events"].as_object() {
+        for (name, c) in cpu {
+            let rss = j["max_rss_mib"].get(name).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            println!("│ {name:<28} │ {:<36} │", format!("{c} / {rss}"));
+        }
+    }
+    println!("└──────────────────────────────┴──────────────────────────────────────┘");
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("crm-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.build {
+        if let Err(e) = build_services() {
+            eprintln!("crm-bench: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    let result = if args.find_max { find_max(&args).await } else { run_once(&args, args.rate).await.map(|o| o.json) };
+    match result {
+        Ok(json) => {
+            if !args.find_max {
+                print_table(&json);
+            }
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crm-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the rate by 30% per step until a step is not sustained; reports the highest sustained step.
+async fn find_max(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let mut rate = args.rate;
+    let mut best: Option<serde_json::Value> = None;
+    let mut steps = Vec::new();
+    loop {
+        let outcome = run_once(args, rate).await?;
+        print_table(&outcome.json);
+        steps.push(json!({"rate": rate, "sustained": outcome.sustained, "events_per_s": outcome.json["events_per_s"],
+                          "e2e_p99_ms": outcome.json["e2e_p99_ms"], "drain_s": outcome.json["drain_s"]}));
+        if !outcome.sustained {
+            break;
+        }
+        best = Some(outcome.json);
+        rate = (rate * 1.3).round();
+        if rate > 100_000.0 {
+            break;
+        }
+    }
+    let mut best = best.unwrap_or_else(|| json!({"rate": 0, "sustained": false}));
+    best["find_max_steps"] = json!(steps);
+    best["max_sustained_rate"] = best["rate"].clone();
+    Ok(best)
+}

@@ -1,0 +1,137 @@
+//! The exact ledger of a run: every event the API accepted, every webhook the receiver got, and the join of the
+//! two. An event is keyed by (row id, row version): the API response names it and so does the webhook body, and
+//! each accepted change has its own version.
+//!
+//! `accepted = delivered + missing` holds by construction; duplicates (a key received more than once) are
+//! counted apart, since at-least-once delivery allows them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub type Key = (Uuid, i64);
+
+/// Which part of a run an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Warmup,
+    Steady,
+}
+
+#[derive(Default)]
+struct Inner {
+    accepted: HashMap<Key, (Instant, Phase)>,
+    received: HashMap<Key, (Instant, u32)>,
+    total_received: u64,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    inner: Mutex<Inner>,
+}
+
+/// The ledger's verdict.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    /// Steady-phase end-to-end latencies (first receipt minus scheduled time), sorted.
+    pub e2e: Vec<Duration>,
+    pub steady_accepted: u64,
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The API accepted a change scheduled at `scheduled`.
+    pub fn accept(&self, key: Key, scheduled: Instant, phase: Phase) {
+        self.lock().accepted.insert(key, (scheduled, phase));
+    }
+
+    /// The receiver got a webhook for `key` at `at`.
+    pub fn receive(&self, key: Key, at: Instant) {
+        let mut inner = self.lock();
+        inner.total_received += 1;
+        inner.received.entry(key).and_modify(|(_, n)| *n += 1).or_insert((at, 1));
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.lock().accepted.len() as u64
+    }
+
+    /// Accepted events not yet received.
+    pub fn outstanding(&self) -> u64 {
+        let inner = self.lock();
+        inner.accepted.keys().filter(|k| !inner.received.contains_key(k)).count() as u64
+    }
+
+    pub fn report(&self) -> Report {
+        let inner = self.lock();
+        let mut report = Report { accepted: inner.accepted.len() as u64, ..Default::default() };
+        for (key, (scheduled, phase)) in &inner.accepted {
+            match inner.received.get(key) {
+                Some((first, _)) => {
+                    report.delivered += 1;
+                    if *phase == Phase::Steady {
+                        report.e2e.push(first.saturating_duration_since(*scheduled));
+                    }
+                }
+                None => report.missing += 1,
+            }
+            if *phase == Phase::Steady {
+                report.steady_accepted += 1;
+            }
+        }
+        report.duplicates = inner.received.values().map(|(_, n)| u64::from(n.saturating_sub(1))).sum();
+        report.e2e.sort_unstable();
+        report
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values, in milliseconds.
+pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_is_delivered_plus_missing_and_duplicates_are_apart() {
+        let ledger = Ledger::default();
+        let t0 = Instant::now();
+        let keys: Vec<Key> = (0..4).map(|v| (Uuid::nil(), v)).collect();
+        for k in &keys {
+            ledger.accept(*k, t0, Phase::Steady);
+        }
+        ledger.receive(keys[0], t0 + Duration::from_millis(5));
+        ledger.receive(keys[0], t0 + Duration::from_millis(9));
+        ledger.receive(keys[1], t0 + Duration::from_millis(7));
+        // A receipt that arrives before the API response was processed still counts.
+        ledger.receive((Uuid::max(), 1), t0);
+        ledger.accept((Uuid::max(), 1), t0, Phase::Warmup);
+        let r = ledger.report();
+        assert_eq!((r.accepted, r.delivered, r.missing, r.duplicates), (5, 3, 2, 1));
+        assert_eq!(r.accepted, r.delivered + r.missing);
+        assert_eq!(r.e2e, vec![Duration::from_millis(5), Duration::from_millis(7)]);
+        assert_eq!(ledger.outstanding(), 2);
+    }
+
+    #[test]
+    fn quantiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile_ms(&v, 0.5), 51.0);
+        assert_eq!(quantile_ms(&v, 0.99), 99.0);
+        assert_eq!(quantile_ms(&[], 0.99), 0.0);
+    }
+}

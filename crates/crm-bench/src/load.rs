@@ -1,0 +1,182 @@
+//! The load generator: an open model. Request `i` is scheduled at `start + i / rate` and sent at that time
+//! whatever happened to earlier ones, and every latency is measured from the scheduled time, so a lagging
+//! generator or a slow API shows up as latency instead of quietly lowering the offered rate.
+//!
+//! The mix, across many workspaces: new leads through the interest route (a row created), repeat interest for
+//! known leads (a row updated, trigger `lead_interest`), and cell edits through PATCH (trigger `crm_edit`).
+
+use crate::ledger::{Ledger, Phase};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// One workspace the generator writes to.
+pub struct Target {
+    pub workspace_id: Uuid,
+    pub token: String,
+    /// Rows known to exist: (id, email).
+    rows: Mutex<Vec<(Uuid, String)>>,
+}
+
+impl Target {
+    pub fn new(workspace_id: Uuid, token: String) -> Self {
+        Target { workspace_id, token, rows: Mutex::new(Vec::new()) }
+    }
+
+    fn pick(&self, n: u64) -> Option<(Uuid, String)> {
+        let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        if rows.is_empty() {
+            None
+        } else {
+            Some(rows[(n as usize).wrapping_mul(7919) % rows.len()].clone())
+        }
+    }
+
+    fn remember(&self, id: Uuid, email: String) {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner()).push((id, email));
+    }
+}
+
+/// What the generator saw.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    pub sent: AtomicU64,
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    /// Scheduled-to-response latencies of successful steady-phase requests.
+    pub api_latencies: Mutex<Vec<Duration>>,
+    /// How far behind schedule the generator itself fell at worst (for the report).
+    pub max_send_lag: Mutex<Duration>,
+}
+
+pub struct Generator {
+    client: reqwest::Client,
+    api_url: String,
+    targets: Arc<Vec<Target>>,
+    ledger: Arc<Ledger>,
+    pub stats: Arc<LoadStats>,
+    counter: Arc<AtomicU64>,
+    run: String,
+}
+
+impl Generator {
+    pub fn new(api_url: &str, targets: Vec<Target>, ledger: Arc<Ledger>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Generator {
+            client,
+            api_url: api_url.to_owned(),
+            targets: Arc::new(targets),
+            ledger,
+            stats: Arc::default(),
+            counter: Arc::default(),
+            run: Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        })
+    }
+
+    /// Offers `rate` requests per second for `duration`, then waits for every request to finish.
+    pub async fn run(&self, rate: f64, duration: Duration, phase: Phase) {
+        let total = (rate * duration.as_secs_f64()).round() as u64;
+        let start = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(scheduled).await;
+            let lag = tokio::time::Instant::now().saturating_duration_since(scheduled);
+            {
+                let mut max = self.stats.max_send_lag.lock().unwrap_or_else(|p| p.into_inner());
+                *max = (*max).max(lag);
+            }
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let request = Request {
+                client: self.client.clone(),
+                api_url: self.api_url.clone(),
+                targets: self.targets.clone(),
+                ledger: self.ledger.clone(),
+                stats: self.stats.clone(),
+                run: self.run.clone(),
+            };
+            let scheduled = scheduled.into_std();
+            tasks.spawn(async move { request.send(n, scheduled, phase).await });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Request {
+    client: reqwest::Client,
+    api_url: String,
+    targets: Arc<Vec<Target>>,
+    ledger: Arc<Ledger>,
+    stats: Arc<LoadStats>,
+    run: String,
+}
+
+impl Request {
+    async fn send(self, n: u64, scheduled: Instant, phase: Phase) {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let target = &self.targets[(n as usize) % self.targets.len()];
+        let ws = target.workspace_id;
+        // 50% new leads, 25% repeat interest, 25% cell edits (once the workspace has rows).
+        let kind = n % 4;
+        let known = if kind >= 2 { target.pick(n / 4) } else { None };
+        let response = match (kind, known) {
+            (2, Some((_, email))) => self.interest(ws, &target.token, &email).await,
+            (3, Some((id, _))) => {
+                self.client
+                    .patch(format!("{}/v1/workspaces/{ws}/crm/rows/{id}", self.api_url))
+                    .bearer_auth(&target.token)
+                    .json(
+                        &serde_json::json!({"notes": format!("edit {n}"), "pipeline_stage": STAGES[(n % 6) as usize]}),
+                    )
+                    .send()
+                    .await
+            }
+            _ => self.interest(ws, &target.token, &format!("lead-{}-{n}@bench.example", self.run)).await,
+        };
+        let accepted = match response {
+            Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+            _ => None,
+        };
+        let Some(row) = accepted else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let done = Instant::now();
+        let (Some(id), Some(version)) =
+            (row["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()), row["version"].as_i64())
+        else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.ok.fetch_add(1, Ordering::Relaxed);
+        self.ledger.accept((id, version), scheduled, phase);
+        if version == 1 {
+            target.remember(id, row["email"].as_str().unwrap_or_default().to_owned());
+        }
+        if phase == Phase::Steady {
+            self.stats.api_latencies.lock().unwrap_or_else(|p| p.into_inner()).push(done - scheduled);
+        }
+    }
+
+    async fn interest(&self, ws: Uuid, token: &str, email: &str) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{}/v1/workspaces/{ws}/crm/interest", self.api_url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "lead": {"email": email, "first_name": "Bench", "company": "Load Ltd"},
+                "interest": {"type": "positive_reply", "channel": "email", "message": "interested"},
+                "campaign": "bench",
+            }))
+            .send()
+            .await
+    }
+}
+
+const STAGES: [&str; 6] = ["new", "contacted", "qualified", "meeting_booked", "won", "lost"];
