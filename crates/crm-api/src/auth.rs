@@ -13,9 +13,51 @@ use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How long a known token is trusted without asking PostgreSQL. Revocation does not wait for it: the replica
+/// that deletes a token drops it at once, and tells the others (`NOTIFY crm_tokens`), which drop it on receipt;
+/// the bound only matters if a notification is ever missed (the listener also clears everything on reconnect).
+const TOKEN_TTL: Duration = Duration::from_secs(30);
+
+/// Token hash → (workspace, role), for known tokens only: an unknown token always asks the database, so a token
+/// is usable the moment it is created.
+/// Token hash → (cached at, workspace, role).
+type TokenEntries = HashMap<[u8; 32], (Instant, Uuid, Role)>;
+
+#[derive(Clone, Default)]
+pub struct TokenCache {
+    entries: Arc<Mutex<TokenEntries>>,
+}
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenEntries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<(Uuid, Role)> {
+        self.lock().get(hash).filter(|(at, _, _)| at.elapsed() < TOKEN_TTL).map(|(_, ws, role)| (*ws, *role))
+    }
+
+    fn put(&self, hash: [u8; 32], workspace_id: Uuid, role: Role) {
+        self.lock().insert(hash, (Instant::now(), workspace_id, role));
+    }
+
+    pub fn remove(&self, hash: &[u8]) {
+        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+            self.lock().remove(&hash);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
 
 /// A workspace token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -168,14 +210,21 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        let found = crate::repo::workspaces::token_by_hash(&state.pool, &hash_token(token))
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let hash = hash_token(token);
+        let (workspace_id, role) = match state.tokens.get(&hash) {
+            Some(known) => known,
+            None => {
+                let found =
+                    crate::repo::workspaces::token_by_hash(&state.pool, &hash).await?.ok_or(ApiError::Unauthorized)?;
+                state.tokens.put(hash, found.workspace_id, found.role);
+                (found.workspace_id, found.role)
+            }
+        };
         let path = WsPath::from_request_parts(parts, state).await?;
-        if path.workspace_id != found.workspace_id {
+        if path.workspace_id != workspace_id {
             return Err(ApiError::NotFound("workspace"));
         }
-        Ok(Caller { workspace_id: found.workspace_id, role: found.role, resource_id: path.id })
+        Ok(Caller { workspace_id, role, resource_id: path.id })
     }
 }
 

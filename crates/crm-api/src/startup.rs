@@ -42,6 +42,7 @@ impl Application {
             subjects: config.common.subjects(),
             admin_token_hash: config.admin_token.as_ref().map(|t| crate::auth::hash_token(t.expose_secret())),
             metrics: metrics.clone(),
+            tokens: crate::auth::TokenCache::default(),
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
@@ -72,6 +73,7 @@ impl Application {
         tracing::info!(port = self.port, "crm-api listening");
         let relay_task = tokio::spawn(run_relay(self.js, self.stream_config, self.relay, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.pool.clone(), shutdown.clone()));
+        let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
@@ -79,6 +81,7 @@ impl Application {
         shutdown.cancel();
         let _ = relay_task.await;
         let _ = housekeeping.await;
+        let _ = revocations.await;
         tracing::info!("crm-api stopped");
         Ok(())
     }
@@ -121,4 +124,41 @@ async fn housekeeping(pool: sqlx::PgPool, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Drops revoked tokens from this replica's cache as other replicas announce them (`NOTIFY crm_tokens`).
+async fn follow_revocations(state: AppState, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&state.pool).await {
+            Ok(listener) => listener,
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        if listener.listen("crm_tokens").await.is_err() {
+            continue;
+        }
+        // Revocations missed while not listening are unknown: forget every cached token.
+        state.tokens.clear();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.try_recv() => match received {
+                    Ok(Some(n)) => match decode_hex(n.payload()) {
+                        Some(hash) => state.tokens.remove(&hash),
+                        None => state.tokens.clear(),
+                    },
+                    Ok(None) => state.tokens.clear(),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }

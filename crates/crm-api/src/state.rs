@@ -15,4 +15,5 @@ pub struct AppState {
     /// SHA-256 of `CRM_ADMIN_TOKEN`; `None` turns the admin API off.
     pub admin_token_hash: Option<[u8; 32]>,
     pub metrics: ApiMetrics,
+    pub tokens: crate::auth::TokenCache,
 }

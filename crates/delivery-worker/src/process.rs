@@ -10,7 +10,7 @@ use crate::metrics::WorkerMetrics;
 use crate::retry::{Decision, RetryPolicy};
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
-use crate::store::{self, AttemptRecord, Claim, Status};
+use crate::store::{self, AttemptRecord, Claim, Recorder, Status};
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use crm_events::{EventType, RowChangedEvent};
@@ -25,7 +25,12 @@ const DB_RETRY: Duration = Duration::from_secs(2);
 
 /// Everything a delivery needs, shared by all tasks of a worker.
 pub struct Ctx {
+    /// Durable commits: attempt records and webhook changes.
     pub pool: PgPool,
+    /// Asynchronous commits: claims, skips and lease releases, which are redone if a crash loses them.
+    pub fast_pool: PgPool,
+    /// Writes attempt records in batches, durably.
+    pub recorder: Recorder,
     pub settings: SettingsCache,
     pub sender: Sender,
     pub retry: RetryPolicy,
@@ -118,7 +123,7 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         }
     };
     if let Some(reason) = skip_reason(&event, webhook.as_deref()) {
-        return match store::skip(&ctx.pool, &event, &message.payload, reason).await {
+        return match store::skip(&ctx.fast_pool, &event, &message.payload, reason).await {
             Ok(()) => {
                 ctx.metrics.count("skipped");
                 span.record("outcome", "skipped");
@@ -150,7 +155,7 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         }
     };
 
-    let (attempts, budget_start) = match store::claim(&ctx.pool, &event, &message.payload, ctx.lease).await {
+    let (attempts, budget_start) = match store::claim(&ctx.fast_pool, &event, &message.payload, ctx.lease).await {
         Ok(Claim::Ready { attempts, budget_start }) => (attempts, budget_start),
         Ok(Claim::Ended) => {
             abandon_probe();
@@ -188,7 +193,7 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     let Some(outcome) = sent else {
         // Shutdown grace is over: this attempt is abandoned, not counted; another worker will send it.
         abandon_probe();
-        let _ = store::release(&ctx.pool, event.id).await;
+        let _ = store::release(&ctx.fast_pool, event.id).await;
         ctx.metrics.hold_back("shutdown");
         return Verdict::Nak(Duration::ZERO);
     };
@@ -197,18 +202,16 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     let budget_attempt = u32::try_from(attempt - budget_start).unwrap_or(1).max(1);
     let decision = ctx.retry.decide(&outcome, budget_attempt, jitter());
     let (status_code, excerpt, duration) = match &outcome {
-        SendOutcome::Response { status, excerpt, duration, .. } => (Some(*status), Some(excerpt.as_str()), *duration),
+        SendOutcome::Response { status, excerpt, duration, .. } => (Some(*status), Some(excerpt.clone()), *duration),
         SendOutcome::Blocked { duration, .. }
         | SendOutcome::Timeout { duration }
         | SendOutcome::Network { duration, .. } => (None, None, *duration),
     };
     let (status, verdict, error, outcome_label) = match &decision {
         Decision::Success => (Status::Succeeded, Verdict::Ack, None, "succeeded"),
-        Decision::Retry { after, reason } => {
-            (Status::Retrying, Verdict::Nak(*after), Some(reason.as_str()), "retrying")
-        }
-        Decision::Failed { reason, .. } => (Status::Failed, Verdict::Term, Some(reason.as_str()), "failed"),
-        Decision::Dead { reason } => (Status::Dead, Verdict::Term, Some(reason.as_str()), "dead"),
+        Decision::Retry { after, reason } => (Status::Retrying, Verdict::Nak(*after), Some(reason.clone()), "retrying"),
+        Decision::Failed { reason, .. } => (Status::Failed, Verdict::Term, Some(reason.clone()), "failed"),
+        Decision::Dead { reason } => (Status::Dead, Verdict::Term, Some(reason.clone()), "dead"),
     };
     let next_attempt_at = match &decision {
         Decision::Retry { after, .. } => chrono::Duration::from_std(*after).ok().map(|d| Utc::now() + d),
@@ -225,7 +228,20 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         status,
         next_attempt_at,
     };
-    if let Err(e) = store::record(&ctx.pool, &record).await {
+    // A gone endpoint: turn the webhook off before the delivery shows as failed, so whoever reads the log sees
+    // the settings already say why.
+    if let Decision::Failed { disable_webhook: true, .. } = &decision {
+        let reason =
+            format!("endpoint answered 410 Gone at {}; webhook disabled", crm_mapping::format_timestamp(&Utc::now()));
+        match store::disable_webhook(&ctx.pool, ws, &reason).await {
+            Ok(()) => {
+                ctx.settings.invalidate(ws);
+                tracing::warn!("endpoint is gone; webhook disabled");
+            }
+            Err(e) => tracing::error!(error = %e, "could not disable the webhook after 410 Gone"),
+        }
+    }
+    if let Err(e) = ctx.recorder.record(record).await {
         // The attempt happened but is not in the log: send again later (the receiver dedupes by webhook id).
         tracing::warn!(error = %e, "recording the attempt failed; handing the message back");
         abandon_probe();
@@ -239,17 +255,6 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
             }
         }
         Decision::Success | Decision::Failed { .. } => ctx.breakers.succeeded(ws),
-    }
-    if let Decision::Failed { disable_webhook: true, .. } = &decision {
-        let reason =
-            format!("endpoint answered 410 Gone at {}; webhook disabled", crm_mapping::format_timestamp(&Utc::now()));
-        match store::disable_webhook(&ctx.pool, ws, &reason).await {
-            Ok(()) => {
-                ctx.settings.invalidate(ws);
-                tracing::warn!("endpoint is gone; webhook disabled");
-            }
-            Err(e) => tracing::error!(error = %e, "could not disable the webhook after 410 Gone"),
-        }
     }
     if matches!(decision, Decision::Retry { .. }) {
         ctx.metrics.retries_scheduled.inc();

@@ -43,6 +43,10 @@ impl Worker {
         let pool = db::connect(&config.common.database_url, config.db_max_connections, "delivery-worker")
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let fast_pool =
+            db::connect_async_commit(&config.common.database_url, config.db_max_connections, "delivery-worker-claims")
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let client = nats::connect(&config.common.nats_url, "delivery-worker").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = WorkerMetrics::new();
@@ -57,6 +61,8 @@ impl Worker {
         let settings = SettingsCache::new(pool.clone(), config.common.secret_keys.clone());
         let ctx = Arc::new(Ctx {
             pool: pool.clone(),
+            fast_pool,
+            recorder: crate::store::Recorder::spawn(pool.clone()),
             settings: settings.clone(),
             sender,
             retry: config.retry,

@@ -107,44 +107,103 @@ pub async fn release(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
 
 /// One attempt and where it left the delivery.
 #[derive(Debug, Clone)]
-pub struct AttemptRecord<'a> {
+pub struct AttemptRecord {
     pub delivery_id: Uuid,
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub duration: Duration,
     pub status_code: Option<u16>,
-    pub error: Option<&'a str>,
-    pub excerpt: Option<&'a str>,
+    pub error: Option<String>,
+    pub excerpt: Option<String>,
     pub status: Status,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// Writes the attempt and the delivery's new state in one statement, and ends our lease.
-pub async fn record(pool: &PgPool, a: &AttemptRecord<'_>) -> Result<(), sqlx::Error> {
+/// Writes attempts and their deliveries' new states, many in one statement (one round trip, one WAL flush), and
+/// ends the leases. Attempt rows are keyed by (delivery, attempt), so writing a batch twice changes nothing.
+pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|a| a.delivery_id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
+    let started: Vec<DateTime<Utc>> = batch.iter().map(|a| a.started_at).collect();
+    let durations: Vec<i32> = batch.iter().map(|a| i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX)).collect();
+    let codes: Vec<Option<i32>> = batch.iter().map(|a| a.status_code.map(i32::from)).collect();
+    let errors: Vec<Option<String>> = batch.iter().map(|a| a.error.clone()).collect();
+    let excerpts: Vec<Option<String>> = batch.iter().map(|a| a.excerpt.clone()).collect();
+    let statuses: Vec<&str> = batch.iter().map(|a| a.status.as_str()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|a| a.next_attempt_at).collect();
     sqlx::query(
-        "WITH attempt AS (
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], $6::text[],
+                                  $7::text[], $8::text[], $9::timestamptz[])
+                 AS t(delivery_id, attempt, started_at, duration_ms, status_code, error, excerpt, status, next_at)
+         ), attempt AS (
              INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
                                             response_excerpt)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             SELECT delivery_id, attempt, started_at, duration_ms, status_code, error, excerpt FROM input
              ON CONFLICT (delivery_id, attempt) DO NOTHING
          )
-         UPDATE deliveries SET status = $8, attempts = GREATEST(attempts, $2), last_status_code = $5,
-                last_error = $6, next_attempt_at = $9, lease_until = NULL, updated_at = now(),
-                delivered_at = CASE WHEN $8 = 'succeeded' THEN now() ELSE delivered_at END
-          WHERE id = $1",
+         UPDATE deliveries d SET status = i.status, attempts = GREATEST(d.attempts, i.attempt),
+                last_status_code = i.status_code, last_error = i.error, next_attempt_at = i.next_at,
+                lease_until = NULL, updated_at = now(),
+                delivered_at = CASE WHEN i.status = 'succeeded' THEN now() ELSE d.delivered_at END
+           FROM input i
+          WHERE d.id = i.delivery_id",
     )
-    .bind(a.delivery_id)
-    .bind(a.attempt)
-    .bind(a.started_at)
-    .bind(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
-    .bind(a.status_code.map(i32::from))
-    .bind(a.error)
-    .bind(a.excerpt)
-    .bind(a.status.as_str())
-    .bind(a.next_attempt_at)
+    .bind(ids)
+    .bind(attempts)
+    .bind(started)
+    .bind(durations)
+    .bind(codes)
+    .bind(errors)
+    .bind(excerpts)
+    .bind(statuses)
+    .bind(next)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Largest batch one statement writes.
+const MAX_BATCH: usize = 512;
+
+type Pending = (AttemptRecord, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Collects attempt records from concurrent deliveries and writes them in batches. There is no timer: a record
+/// that arrives while the previous batch is being written joins the next one, so a quiet worker writes each record
+/// at once and a busy one amortises the round trip and the WAL flush over many.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    pub fn spawn(pool: PgPool) -> Recorder {
+        let (queue, mut incoming) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = incoming.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match incoming.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let records: Vec<AttemptRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+                let result = record_batch(&pool, &records).await.map_err(|e| e.to_string());
+                for (_, reply) in batch {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        Recorder { queue }
+    }
+
+    /// Records one attempt; returns once it is durable.
+    pub async fn record(&self, record: AttemptRecord) -> Result<(), String> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.queue.send((record, reply)).await.map_err(|_| "recorder stopped".to_owned())?;
+        done.await.map_err(|_| "recorder stopped".to_owned())?
+    }
 }
 
 /// Turns a workspace's webhook off because its endpoint said it is gone, and says why in its settings.

@@ -21,6 +21,25 @@ pub async fn connect(url: &SecretString, max_connections: u32, application: &str
         .await
 }
 
+/// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit = off`). Only for writes whose
+/// loss in a PostgreSQL crash is harmless because they are redone: a later synchronous commit on the same server
+/// flushes them anyway, and a lost one only repeats work (a delivery claimed again, an event republished).
+pub async fn connect_async_commit(
+    url: &SecretString,
+    max_connections: u32,
+    application: &str,
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url.expose_secret())?
+        .application_name(application)
+        .options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

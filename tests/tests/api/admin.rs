@@ -137,3 +137,29 @@ async fn tokens_are_stored_hashed_shown_once_and_revoked_at_once() {
         .expect_problem(404, None);
     app.api.delete(&format!("/admin/workspaces/{ws}/tokens/{id2}"), None).await.expect_problem(401, None);
 }
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_on_every_replica_at_once() {
+    let app = TestApp::spawn().await;
+    let other = crm_tests::ApiProcess::start(crm_tests::base_env(&app.db, &app.stream)).await;
+    let ws = app.api.create_workspace("Acme").await;
+    let created = app
+        .api
+        .post(&format!("/admin/workspaces/{ws}/tokens"), Some(ADMIN_TOKEN), &json!({"role": "viewer", "name": "r"}))
+        .await
+        .expect(201)
+        .json();
+    let (token, id) = (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    let rows = format!("/v1/workspaces/{ws}/crm/rows");
+    // Both replicas now know (and cache) the token.
+    app.api.get(&rows, Some(&token)).await.expect(200);
+    other.api.get(&rows, Some(&token)).await.expect(200);
+    app.api.delete(&format!("/admin/workspaces/{ws}/tokens/{id}"), Some(ADMIN_TOKEN)).await.expect(204);
+    app.api.get(&rows, Some(&token)).await.expect_problem(401, None);
+    // The other replica learns by notification: within moments, far inside the cache's lifetime.
+    crm_tests::eventually(std::time::Duration::from_secs(2), || async {
+        other.api.get(&rows, Some(&token)).await.status == 401
+    })
+    .await;
+    other.stop().await;
+}

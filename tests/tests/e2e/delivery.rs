@@ -103,6 +103,12 @@ async fn disabled_webhook_and_unsubscribed_events_are_skipped() {
         .await
         .expect(200);
     let created = p.api.interest(ws, &token, "skip@example.com").await.expect(201).json();
+    // Settings are read when the event is handled: let the worker handle this one before changing them.
+    let skipped = format!("/v1/workspaces/{ws}/crm-webhook/deliveries?status=skipped");
+    crm_tests::eventually(Duration::from_secs(10), || async {
+        p.api.get(&skipped, Some(&token)).await.json()["deliveries"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
     p.api
         .put(
             &settings,

@@ -170,13 +170,9 @@ pub async fn record_interest(
     now: DateTime<Utc>,
 ) -> Result<Change, sqlx::Error> {
     let occurred_at = interest.occurred_at.unwrap_or(now);
-    // Two attempts: the insert can lose a race with a concurrent insert of the same email, after which the row
-    // exists and the update path applies.
+    // Insert first: a new lead costs one statement. On conflict the lead exists; lock it and update. A row
+    // deleted between the two (not something the API does) would send us round once more.
     for _ in 0..2 {
-        if let Some(before) = lock_by_email(tx, workspace_id, &interest.email).await? {
-            let after = update_interest(tx, &before, interest, occurred_at).await?;
-            return Ok(Change { before: Some(before), after });
-        }
         let c: &Contact = &interest.contact;
         let sql = format!(
             "INSERT INTO crm_rows (id, workspace_id, email, first_name, last_name, phone, company, job_title,
@@ -207,8 +203,12 @@ pub async fn record_interest(
         if let Some(row) = inserted {
             return Ok(Change { before: None, after: row.into() });
         }
+        if let Some(before) = lock_by_email(tx, workspace_id, &interest.email).await? {
+            let after = update_interest(tx, &before, interest, occurred_at).await?;
+            return Ok(Change { before: Some(before), after });
+        }
     }
-    Err(sqlx::Error::Protocol("interest upsert lost the insert race twice".into()))
+    Err(sqlx::Error::Protocol("interest upsert found neither a row to update nor room to insert".into()))
 }
 
 async fn update_interest(

@@ -95,15 +95,22 @@ pub async fn create_token(
     Ok(id)
 }
 
-/// Deletes a token; false when the workspace has no such token.
+/// Deletes a token and tells every replica to forget it (`NOTIFY crm_tokens` at commit). Returns its hash, or
+/// `None` when the workspace has no such token.
 #[tracing::instrument(skip(db))]
-pub async fn delete_token(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2")
-        .bind(id)
-        .bind(workspace_id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+pub async fn delete_token(
+    db: impl PgExecutor<'_>,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2 RETURNING token_hash)
+         SELECT token_hash FROM gone, LATERAL (SELECT pg_notify('crm_tokens', encode(token_hash, 'hex'))) n",
+    )
+    .bind(id)
+    .bind(workspace_id)
+    .fetch_optional(db)
+    .await
 }
 
 #[tracing::instrument(skip_all)]

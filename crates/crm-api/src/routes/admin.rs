@@ -95,9 +95,11 @@ pub async fn create_token(
 
 pub async fn delete_token(_: Admin, path: WsPath, State(state): State<AppState>) -> ApiResult<StatusCode> {
     let id = path.id.ok_or(ApiError::NotFound("token"))?;
-    if workspaces::delete_token(&state.pool, path.workspace_id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("token"))
+    match workspaces::delete_token(&state.pool, path.workspace_id, id).await? {
+        Some(hash) => {
+            state.tokens.remove(&hash);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::NotFound("token")),
     }
 }
