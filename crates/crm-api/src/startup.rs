@@ -48,6 +48,7 @@ impl Application {
         let router = Router::new()
             .merge(routes::router(state.clone()))
             .merge(health::router(readiness))
+            .merge(crate::console::router())
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
             .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));

@@ -78,6 +78,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/"),
+    ("get", "/console/{file}"),
 ];
 
 #[cfg(test)]
