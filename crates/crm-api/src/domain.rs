@@ -104,7 +104,16 @@ pub fn deal_value(raw: Option<String>) -> Result<Option<String>, String> {
     if !digits(int) || int.len() > 15 || frac.is_some_and(|f| !digits(f) || f.len() > 4) {
         return Err(message());
     }
-    Ok(Some(value.to_owned()))
+    // PostgreSQL's numeric spelling (no leading zeros, the scale kept), so the event built before the write shows
+    // exactly what a later read returns.
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
+    };
+    Ok(Some(match frac {
+        Some(frac) => format!("{int}.{frac}"),
+        None => int.to_owned(),
+    }))
 }
 
 pub fn currency(raw: Option<String>) -> Result<Option<String>, String> {
@@ -375,6 +384,8 @@ mod tests {
     fn deal_values_keep_their_scale_and_reject_floats_and_negatives() {
         assert_eq!(deal_value(Some("1250.00".into())), Ok(Some("1250.00".into())));
         assert_eq!(deal_value(Some("0".into())), Ok(Some("0".into())));
+        assert_eq!(deal_value(Some("007.50".into())), Ok(Some("7.50".into())));
+        assert_eq!(deal_value(Some("000".into())), Ok(Some("0".into())));
         for bad in ["-1", "1.", ".5", "1e3", "1,5", "12.34567", "abc", ""] {
             assert!(deal_value(Some(bad.into())).is_err(), "{bad}");
         }

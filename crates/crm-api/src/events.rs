@@ -1,4 +1,5 @@
-//! Turning a committed-to-be change into its event, in the same transaction.
+//! The events of row changes and test pings. Row-change events are written by the row writes themselves
+//! ([`crate::repo::rows`]), in the same statement as the change.
 
 use crate::repo::{outbox, rows::Change};
 use chrono::Utc;
@@ -7,15 +8,11 @@ use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// Enqueues the event of a row change. A created row is `crm_row.created`; anything else `crm_row.updated`.
-pub async fn row_changed(
-    tx: &mut PgConnection,
-    subjects: &Subjects,
-    change: &Change,
-    trigger: Trigger,
-) -> Result<RowChangedEvent, sqlx::Error> {
+/// The event of a row change: `crm_row.created` for a new row, `crm_row.updated` otherwise. Its id is both the
+/// stream's message id and the webhook id.
+pub fn for_change(change: &Change, trigger: Trigger) -> RowChangedEvent {
     let (changed_fields, previous) = change.diff();
-    let event = RowChangedEvent {
+    RowChangedEvent {
         schema_version: EVENT_SCHEMA_VERSION,
         id: Uuid::now_v7(),
         event_type: if change.before.is_none() { EventType::RowCreated } else { EventType::RowUpdated },
@@ -25,9 +22,7 @@ pub async fn row_changed(
         row: Some(change.after.clone()),
         changed_fields,
         previous,
-    };
-    outbox::enqueue(tx, subjects, &event, event.id, &BTreeMap::new()).await?;
-    Ok(event)
+    }
 }
 
 /// Enqueues a `webhook.test` event for a workspace.

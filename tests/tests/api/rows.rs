@@ -325,3 +325,38 @@ async fn role_is_checked_before_the_body_and_limits_hold() {
     assert_eq!(response.status, 413, "{}", response.text);
     assert_eq!(app.api.row(ws, &editor, row["id"].as_str().unwrap()).await.expect(200).json()["version"], 1);
 }
+
+#[tokio::test]
+async fn concurrent_writes_to_one_row_lose_nothing_and_emit_one_event_each() {
+    let app = TestApp::spawn().await;
+    let (ws, token) = app.workspace_with_token("editor").await;
+    let row = app.api.interest(ws, &token, "busy@example.com").await.expect(201).json();
+    let path = format!("/v1/workspaces/{ws}/crm/rows/{}", row["id"].as_str().unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (api, token, path) = (app.api.clone(), token.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                api.interest(ws, &token, "BUSY@example.com").await.expect(200);
+            } else {
+                let mut fields = serde_json::Map::new();
+                fields.insert(format!("k{i}"), json!(i));
+                api.patch(&path, Some(&token), &json!({"custom_fields": fields}), &[]).await.expect(200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = app.api.row(ws, &token, row["id"].as_str().unwrap()).await.expect(200).json();
+    assert_eq!(last["version"], 21, "every concurrent write applied on top of the one before");
+    assert_eq!(last["interest_count"], 11);
+    assert_eq!(last["custom_fields"].as_object().unwrap().len(), 10, "no edit lost: {}", last["custom_fields"]);
+    app.wait_outbox_drained().await;
+    let js = app.stream.jetstream().await;
+    let events = stream::events(&js, &app.stream.stream).await;
+    assert_eq!(events.len(), 21);
+    let mut versions: Vec<i64> = events.iter().map(|e| e.row.as_ref().unwrap().version).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=21).collect::<Vec<_>>(), "one event per version");
+}

@@ -1,15 +1,17 @@
 //! CRM rows: reads, the lead-interest upsert and the sheet's cell edit.
 //!
-//! Every write runs in the caller's transaction and returns the change it made (old and new row), so the caller
-//! can enqueue the event in the same transaction. A write that changes nothing returns no change and the caller
-//! enqueues nothing.
+//! Every write is one statement that changes the row and inserts its event into the outbox together: atomic
+//! without an explicit transaction, and one round trip. The new row and its event are built here, before the
+//! write, from the row as read; the write is conditioned on the version read (optimistic concurrency), and a
+//! concurrent change in between sends the flow round again. A write that would change nothing writes nothing.
 
 use crate::domain::{Contact, Interest, RowPatch};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use crm_events::{RowChangedEvent, Subjects, Trigger};
 use crm_mapping::{CrmRow, PipelineStage, ROW_FIELDS};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{Acquire, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// Every column of a row, in the shape [`DbRow`] reads.
@@ -154,96 +156,240 @@ fn escape_like(q: &str) -> String {
     q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-async fn lock_by_email(tx: &mut PgConnection, workspace_id: Uuid, email: &str) -> Result<Option<CrmRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM crm_rows WHERE workspace_id = $1 AND lower(email) = lower($2) FOR UPDATE");
-    let row: Option<DbRow> = sqlx::query_as(&sql).bind(workspace_id).bind(email).fetch_optional(tx).await?;
+async fn find_by_email(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    email: &str,
+    lock: bool,
+) -> Result<Option<CrmRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM crm_rows WHERE workspace_id = $1 AND lower(email) = lower($2){}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<DbRow> = sqlx::query_as(&sql).bind(workspace_id).bind(email).fetch_optional(conn).await?;
     Ok(row.map(CrmRow::from))
 }
 
-/// Records a lead's interest: creates the lead's row (stage `new`, count 1) or updates its interest fields and
-/// counts the interest. Contact fields only fill empty ones; a given campaign replaces the current one.
+/// Optimistic tries before a write takes the row lock instead: under heavy contention on one row, optimism alone
+/// could starve a writer; the lock guarantees progress.
+const OPTIMISTIC_TRIES: usize = 2;
+
+/// Inserts a new row and its event in one statement: atomic on its own, so no transaction is needed. Returns false
+/// (and writes nothing) when the workspace already has a row with this email.
+async fn insert_with_event(
+    conn: &mut PgConnection,
+    subjects: &Subjects,
+    row: &CrmRow,
+    event: &RowChangedEvent,
+) -> Result<bool, sqlx::Error> {
+    let written: Option<i64> = sqlx::query_scalar(
+        "WITH row AS (
+             INSERT INTO crm_rows (id, workspace_id, version, email, first_name, last_name, phone, company,
+                 job_title, linkedin_url, campaign, interest_type, interest_channel, interest_message, interest_at,
+                 interest_count, pipeline_stage, owner, deal_value, deal_currency, next_step_at, notes, custom_fields,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::numeric,
+                 $20, $21, $22, $23, $24, $25)
+             ON CONFLICT (workspace_id, lower(email)) DO NOTHING
+             RETURNING id
+         )
+         INSERT INTO outbox (msg_id, subject, payload) SELECT $26, $27, $28 FROM row RETURNING seq",
+    )
+    .bind(row.id)
+    .bind(row.workspace_id)
+    .bind(row.version)
+    .bind(&row.email)
+    .bind(&row.first_name)
+    .bind(&row.last_name)
+    .bind(&row.phone)
+    .bind(&row.company)
+    .bind(&row.job_title)
+    .bind(&row.linkedin_url)
+    .bind(&row.campaign)
+    .bind(&row.interest_type)
+    .bind(&row.interest_channel)
+    .bind(&row.interest_message)
+    .bind(row.interest_at)
+    .bind(row.interest_count)
+    .bind(row.pipeline_stage.as_str())
+    .bind(&row.owner)
+    .bind(&row.deal_value)
+    .bind(&row.deal_currency)
+    .bind(row.next_step_at)
+    .bind(&row.notes)
+    .bind(Json(&row.custom_fields))
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .bind(event.id)
+    .bind(subjects.row_changed(row.workspace_id))
+    .bind(event.to_bytes())
+    .fetch_optional(conn)
+    .await?;
+    Ok(written.is_some())
+}
+
+/// Writes a row's new state and its event in one statement, if the row is still at `expected_version`
+/// (optimistic concurrency: no lock is held between reading the row and writing it). Returns false when another
+/// change got there first.
+async fn update_with_event(
+    conn: &mut PgConnection,
+    subjects: &Subjects,
+    row: &CrmRow,
+    expected_version: i64,
+    event: &RowChangedEvent,
+) -> Result<bool, sqlx::Error> {
+    let written: Option<i64> = sqlx::query_scalar(
+        "WITH row AS (
+             UPDATE crm_rows SET version = $3, email = $4, first_name = $5, last_name = $6, phone = $7,
+                 company = $8, job_title = $9, linkedin_url = $10, campaign = $11, interest_type = $12,
+                 interest_channel = $13, interest_message = $14, interest_at = $15, interest_count = $16,
+                 pipeline_stage = $17, owner = $18, deal_value = $19::numeric, deal_currency = $20,
+                 next_step_at = $21, notes = $22, custom_fields = $23, updated_at = $24
+              WHERE id = $1 AND workspace_id = $2 AND version = $25
+             RETURNING id
+         )
+         INSERT INTO outbox (msg_id, subject, payload) SELECT $26, $27, $28 FROM row RETURNING seq",
+    )
+    .bind(row.id)
+    .bind(row.workspace_id)
+    .bind(row.version)
+    .bind(&row.email)
+    .bind(&row.first_name)
+    .bind(&row.last_name)
+    .bind(&row.phone)
+    .bind(&row.company)
+    .bind(&row.job_title)
+    .bind(&row.linkedin_url)
+    .bind(&row.campaign)
+    .bind(&row.interest_type)
+    .bind(&row.interest_channel)
+    .bind(&row.interest_message)
+    .bind(row.interest_at)
+    .bind(row.interest_count)
+    .bind(row.pipeline_stage.as_str())
+    .bind(&row.owner)
+    .bind(&row.deal_value)
+    .bind(&row.deal_currency)
+    .bind(row.next_step_at)
+    .bind(&row.notes)
+    .bind(Json(&row.custom_fields))
+    .bind(row.updated_at)
+    .bind(expected_version)
+    .bind(event.id)
+    .bind(subjects.row_changed(row.workspace_id))
+    .bind(event.to_bytes())
+    .fetch_optional(conn)
+    .await?;
+    Ok(written.is_some())
+}
+
+/// A lead's first row.
+fn new_row(workspace_id: Uuid, interest: &Interest, occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> CrmRow {
+    let c: &Contact = &interest.contact;
+    CrmRow {
+        id: Uuid::now_v7(),
+        workspace_id,
+        version: 1,
+        email: interest.email.clone(),
+        first_name: c.first_name.clone(),
+        last_name: c.last_name.clone(),
+        phone: c.phone.clone(),
+        company: c.company.clone(),
+        job_title: c.job_title.clone(),
+        linkedin_url: c.linkedin_url.clone(),
+        campaign: interest.campaign.clone(),
+        interest_type: Some(interest.kind.clone()),
+        interest_channel: interest.channel.clone(),
+        interest_message: interest.message.clone(),
+        interest_at: Some(occurred_at),
+        interest_count: 1,
+        pipeline_stage: PipelineStage::New,
+        owner: None,
+        deal_value: None,
+        deal_currency: None,
+        next_step_at: None,
+        notes: None,
+        custom_fields: Map::new(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// An existing row after another interest: the interest fields set and counted; contact fields only fill empty
+/// ones (a sales person's edit is never overwritten by a pipeline); a given campaign replaces the current one.
+fn with_interest(before: &CrmRow, interest: &Interest, occurred_at: DateTime<Utc>, now: DateTime<Utc>) -> CrmRow {
+    let c: &Contact = &interest.contact;
+    let fill = |current: &Option<String>, given: &Option<String>| current.clone().or_else(|| given.clone());
+    CrmRow {
+        version: before.version + 1,
+        first_name: fill(&before.first_name, &c.first_name),
+        last_name: fill(&before.last_name, &c.last_name),
+        phone: fill(&before.phone, &c.phone),
+        company: fill(&before.company, &c.company),
+        job_title: fill(&before.job_title, &c.job_title),
+        linkedin_url: fill(&before.linkedin_url, &c.linkedin_url),
+        campaign: interest.campaign.clone().or_else(|| before.campaign.clone()),
+        interest_type: Some(interest.kind.clone()),
+        interest_channel: interest.channel.clone(),
+        interest_message: interest.message.clone(),
+        interest_at: Some(occurred_at),
+        interest_count: before.interest_count + 1,
+        updated_at: now,
+        ..before.clone()
+    }
+}
+
+/// Records a lead's interest with its event: creates the lead's row (stage `new`, count 1) or updates its
+/// interest fields and counts the interest. Each write is one statement, atomic with its event; on `conn` inside a
+/// transaction (an `Idempotency-Key` request) they commit with it.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
 pub async fn record_interest(
-    tx: &mut PgConnection,
+    conn: &mut PgConnection,
+    subjects: &Subjects,
     workspace_id: Uuid,
     interest: &Interest,
     now: DateTime<Utc>,
 ) -> Result<Change, sqlx::Error> {
     let occurred_at = interest.occurred_at.unwrap_or(now);
-    // Insert first: a new lead costs one statement. On conflict the lead exists; lock it and update. A row
-    // deleted between the two (not something the API does) would send us round once more.
-    for _ in 0..2 {
-        let c: &Contact = &interest.contact;
-        let sql = format!(
-            "INSERT INTO crm_rows (id, workspace_id, email, first_name, last_name, phone, company, job_title,
-                 linkedin_url, campaign, interest_type, interest_channel, interest_message, interest_at,
-                 interest_count, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15)
-             ON CONFLICT (workspace_id, lower(email)) DO NOTHING
-             RETURNING {COLUMNS}"
-        );
-        let inserted: Option<DbRow> = sqlx::query_as(&sql)
-            .bind(Uuid::now_v7())
-            .bind(workspace_id)
-            .bind(&interest.email)
-            .bind(&c.first_name)
-            .bind(&c.last_name)
-            .bind(&c.phone)
-            .bind(&c.company)
-            .bind(&c.job_title)
-            .bind(&c.linkedin_url)
-            .bind(&interest.campaign)
-            .bind(&interest.kind)
-            .bind(&interest.channel)
-            .bind(&interest.message)
-            .bind(occurred_at)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = inserted {
-            return Ok(Change { before: None, after: row.into() });
+    for attempt in 0.. {
+        // Insert first: a new lead costs one statement.
+        let change = Change { before: None, after: new_row(workspace_id, interest, occurred_at, now) };
+        let event = crate::events::for_change(&change, Trigger::LeadInterest);
+        if insert_with_event(conn, subjects, &change.after, &event).await? {
+            return Ok(change);
         }
-        if let Some(before) = lock_by_email(tx, workspace_id, &interest.email).await? {
-            let after = update_interest(tx, &before, interest, occurred_at).await?;
-            return Ok(Change { before: Some(before), after });
+        let updated = if attempt >= OPTIMISTIC_TRIES {
+            let mut tx = conn.begin().await?;
+            let updated =
+                interest_update_once(&mut tx, subjects, workspace_id, interest, occurred_at, now, true).await?;
+            tx.commit().await?;
+            updated
+        } else {
+            interest_update_once(conn, subjects, workspace_id, interest, occurred_at, now, false).await?
+        };
+        if let Some(change) = updated {
+            return Ok(change);
         }
     }
-    Err(sqlx::Error::Protocol("interest upsert found neither a row to update nor room to insert".into()))
+    unreachable!("the loop only ends by returning")
 }
 
-async fn update_interest(
-    tx: &mut PgConnection,
-    before: &CrmRow,
+/// One try at updating an existing lead's row; `None` when it raced with another change (or the row vanished).
+async fn interest_update_once(
+    db: &mut PgConnection,
+    subjects: &Subjects,
+    workspace_id: Uuid,
     interest: &Interest,
     occurred_at: DateTime<Utc>,
-) -> Result<CrmRow, sqlx::Error> {
-    let c = &interest.contact;
-    let sql = format!(
-        "UPDATE crm_rows SET
-             first_name = coalesce(first_name, $2), last_name = coalesce(last_name, $3),
-             phone = coalesce(phone, $4), company = coalesce(company, $5), job_title = coalesce(job_title, $6),
-             linkedin_url = coalesce(linkedin_url, $7), campaign = coalesce($8, campaign),
-             interest_type = $9, interest_channel = $10, interest_message = $11, interest_at = $12,
-             interest_count = interest_count + 1, version = version + 1, updated_at = now()
-         WHERE id = $1
-         RETURNING {COLUMNS}"
-    );
-    let row: DbRow = sqlx::query_as(&sql)
-        .bind(before.id)
-        .bind(&c.first_name)
-        .bind(&c.last_name)
-        .bind(&c.phone)
-        .bind(&c.company)
-        .bind(&c.job_title)
-        .bind(&c.linkedin_url)
-        .bind(&interest.campaign)
-        .bind(&interest.kind)
-        .bind(&interest.channel)
-        .bind(&interest.message)
-        .bind(occurred_at)
-        .fetch_one(tx)
-        .await?;
-    Ok(row.into())
+    now: DateTime<Utc>,
+    lock: bool,
+) -> Result<Option<Change>, sqlx::Error> {
+    let Some(before) = find_by_email(db, workspace_id, &interest.email, lock).await? else { return Ok(None) };
+    let after = with_interest(&before, interest, occurred_at, now);
+    let expected = before.version;
+    let change = Change { before: Some(before), after };
+    let event = crate::events::for_change(&change, Trigger::LeadInterest);
+    Ok(update_with_event(db, subjects, &change.after, expected, &event).await?.then_some(change))
 }
 
 /// Why a patch was not applied.
@@ -254,58 +400,65 @@ pub enum PatchOutcome {
     Changed(Box<Change>),
 }
 
-/// Applies a cell edit under the row's lock. `if_match` is the version the client last saw, when it sent one.
+/// Applies a cell edit with its event. `if_match` is the version the client last saw, when it sent one; it is
+/// checked against the version the write is conditioned on, so a concurrent edit in between is a 412, not a lost
+/// update.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, row_id = %id))]
 pub async fn apply_patch(
-    tx: &mut PgConnection,
+    conn: &mut PgConnection,
+    subjects: &Subjects,
     workspace_id: Uuid,
     id: Uuid,
     if_match: Option<IfMatch>,
     patch: &RowPatch,
 ) -> Result<PatchOutcome, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM crm_rows WHERE id = $1 AND workspace_id = $2 FOR UPDATE");
-    let Some(before): Option<DbRow> = sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(&mut *tx).await?
-    else {
-        return Ok(PatchOutcome::NotFound);
-    };
-    let before = CrmRow::from(before);
+    for attempt in 0.. {
+        let outcome = if attempt >= OPTIMISTIC_TRIES {
+            let mut tx = conn.begin().await?;
+            let outcome = patch_once(&mut tx, subjects, workspace_id, id, if_match.as_ref(), patch, true).await?;
+            tx.commit().await?;
+            outcome
+        } else {
+            patch_once(conn, subjects, workspace_id, id, if_match.as_ref(), patch, false).await?
+        };
+        if let Some(outcome) = outcome {
+            return Ok(outcome);
+        }
+    }
+    unreachable!("the loop only ends by returning")
+}
+
+/// One try at a patch; `None` when it raced with another change.
+async fn patch_once(
+    db: &mut PgConnection,
+    subjects: &Subjects,
+    workspace_id: Uuid,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+    patch: &RowPatch,
+    lock: bool,
+) -> Result<Option<PatchOutcome>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM crm_rows WHERE id = $1 AND workspace_id = $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let found: Option<DbRow> = sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(&mut *db).await?;
+    let Some(before) = found.map(CrmRow::from) else { return Ok(Some(PatchOutcome::NotFound)) };
     if let Some(if_match) = if_match {
         if !if_match.matches(before.version) {
-            return Ok(PatchOutcome::Stale { current: before.version });
+            return Ok(Some(PatchOutcome::Stale { current: before.version }));
         }
     }
     let wanted = patched(&before, patch);
     if wanted == before {
-        return Ok(PatchOutcome::Unchanged(Box::new(before)));
+        return Ok(Some(PatchOutcome::Unchanged(Box::new(before))));
     }
-    let sql = format!(
-        "UPDATE crm_rows SET email = $2, first_name = $3, last_name = $4, phone = $5, company = $6, job_title = $7,
-             linkedin_url = $8, campaign = $9, pipeline_stage = $10, owner = $11, deal_value = $12::numeric,
-             deal_currency = $13, next_step_at = $14, notes = $15, custom_fields = $16,
-             version = version + 1, updated_at = now()
-         WHERE id = $1
-         RETURNING {COLUMNS}"
-    );
-    let after: DbRow = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(&wanted.email)
-        .bind(&wanted.first_name)
-        .bind(&wanted.last_name)
-        .bind(&wanted.phone)
-        .bind(&wanted.company)
-        .bind(&wanted.job_title)
-        .bind(&wanted.linkedin_url)
-        .bind(&wanted.campaign)
-        .bind(wanted.pipeline_stage.as_str())
-        .bind(&wanted.owner)
-        .bind(&wanted.deal_value)
-        .bind(&wanted.deal_currency)
-        .bind(wanted.next_step_at)
-        .bind(&wanted.notes)
-        .bind(Json(&wanted.custom_fields))
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(PatchOutcome::Changed(Box::new(Change { before: Some(before), after: after.into() })))
+    let expected = before.version;
+    let after = CrmRow { version: before.version + 1, updated_at: Utc::now().trunc_subsecs(6), ..wanted };
+    let change = Change { before: Some(before), after };
+    let event = crate::events::for_change(&change, Trigger::CrmEdit);
+    let written = update_with_event(db, subjects, &change.after, expected, &event).await?;
+    Ok(written.then(|| PatchOutcome::Changed(Box::new(change))))
 }
 
 /// The row as the patch would leave it, bookkeeping untouched: equal to `row` exactly when the patch is a no-op.

@@ -4,16 +4,15 @@ use crate::auth::{Caller, Capability};
 use crate::domain::{InterestBody, PatchBody};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::{parse_json, JsonBytes};
+use crate::pagination;
 use crate::repo::rows::{self, etag, IfMatch, ListFilter, PatchOutcome};
 use crate::repo::{idempotency, is_unique_violation};
 use crate::state::AppState;
-use crate::{events, pagination};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{SubsecRound, Utc};
-use crm_events::Trigger;
 use crm_mapping::CrmRow;
 use serde_json::json;
 use std::collections::HashMap;
@@ -52,34 +51,37 @@ pub async fn record_interest(
     let key = idempotency_key(&headers)?;
     let request_hash = idempotency::request_hash(&body);
 
-    let mut tx = state.pool.begin().await?;
-    if let Some(key) = &key {
-        if let Some(stored) = idempotency::claim(&mut tx, caller.workspace_id, key, &request_hash).await? {
-            tx.rollback().await?;
-            if stored.request_hash != request_hash {
-                return Err(ApiError::field("Idempotency-Key", "was already used with a different request body"));
-            }
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-            let version =
-                serde_json::from_slice::<serde_json::Value>(&stored.body).ok().and_then(|v| v["version"].as_i64());
-            let mut response = (status, stored.body).into_response();
-            let h = response.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-            if let Some(tag) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
-                h.insert(header::ETAG, tag);
-            }
-            return Ok(response);
-        }
-    }
     let now = Utc::now().trunc_subsecs(6);
-    let change = rows::record_interest(&mut tx, caller.workspace_id, &interest, now).await?;
-    events::row_changed(&mut tx, &state.subjects, &change, Trigger::LeadInterest).await?;
-    let status = if change.before.is_none() { StatusCode::CREATED } else { StatusCode::OK };
-    if let Some(key) = &key {
-        let body = serde_json::to_vec(&change.after).map_err(ApiError::internal)?;
-        idempotency::complete(&mut tx, caller.workspace_id, key, status.as_u16(), &body).await?;
+    let Some(key) = key else {
+        // No key: each write is one statement, atomic with its event; no transaction needed.
+        let mut conn = state.pool.acquire().await?;
+        let change = rows::record_interest(&mut conn, &state.subjects, caller.workspace_id, &interest, now).await?;
+        let status = if change.before.is_none() { StatusCode::CREATED } else { StatusCode::OK };
+        return Ok(row_response(status, &change.after));
+    };
+    // With a key, the key commits with the change it guards.
+    let mut tx = state.pool.begin().await?;
+    if let Some(stored) = idempotency::claim(&mut tx, caller.workspace_id, &key, &request_hash).await? {
+        tx.rollback().await?;
+        if stored.request_hash != request_hash {
+            return Err(ApiError::field("Idempotency-Key", "was already used with a different request body"));
+        }
+        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+        let version =
+            serde_json::from_slice::<serde_json::Value>(&stored.body).ok().and_then(|v| v["version"].as_i64());
+        let mut response = (status, stored.body).into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        if let Some(tag) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
+            h.insert(header::ETAG, tag);
+        }
+        return Ok(response);
     }
+    let change = rows::record_interest(&mut tx, &state.subjects, caller.workspace_id, &interest, now).await?;
+    let status = if change.before.is_none() { StatusCode::CREATED } else { StatusCode::OK };
+    let body = serde_json::to_vec(&change.after).map_err(ApiError::internal)?;
+    idempotency::complete(&mut tx, caller.workspace_id, &key, status.as_u16(), &body).await?;
     tx.commit().await?;
     Ok(row_response(status, &change.after))
 }
@@ -121,8 +123,9 @@ pub async fn patch(
     caller.require(Capability::EditRows)?;
     let patch = parse_json::<PatchBody>(&body)?.validate()?;
     let if_match = headers.get(header::IF_MATCH).map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
-    let mut tx = state.pool.begin().await?;
-    let outcome = rows::apply_patch(&mut tx, caller.workspace_id, caller.id()?, if_match, &patch).await;
+    let mut conn = state.pool.acquire().await?;
+    let outcome =
+        rows::apply_patch(&mut conn, &state.subjects, caller.workspace_id, caller.id()?, if_match, &patch).await;
     let outcome = match outcome {
         Err(e) if is_unique_violation(&e, "crm_rows_workspace_email_key") => {
             return Err(ApiError::Conflict {
@@ -135,14 +138,7 @@ pub async fn patch(
     match outcome {
         PatchOutcome::NotFound => Err(ApiError::NotFound("row")),
         PatchOutcome::Stale { current } => Err(ApiError::PreconditionFailed { current }),
-        PatchOutcome::Unchanged(row) => {
-            tx.rollback().await?;
-            Ok(row_response(StatusCode::OK, &row))
-        }
-        PatchOutcome::Changed(change) => {
-            events::row_changed(&mut tx, &state.subjects, &change, Trigger::CrmEdit).await?;
-            tx.commit().await?;
-            Ok(row_response(StatusCode::OK, &change.after))
-        }
+        PatchOutcome::Unchanged(row) => Ok(row_response(StatusCode::OK, &row)),
+        PatchOutcome::Changed(change) => Ok(row_response(StatusCode::OK, &change.after)),
     }
 }
