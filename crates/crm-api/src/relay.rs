@@ -100,20 +100,16 @@ impl Relay {
         let _ = listener.await;
     }
 
-    /// One claim-publish-delete transaction. Returns what it published.
+    /// One take-publish-commit transaction. Returns what it published. The relay's pool commits asynchronously:
+    /// losing a commit in a PostgreSQL crash only republishes the batch, which the stream dedupes.
     pub async fn pass(&self) -> Result<PassStats, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let pending = outbox::claim(&mut tx, self.batch_size).await?;
+        let pending = outbox::take(&mut tx, self.batch_size).await?;
         if pending.is_empty() {
             tx.commit().await?;
             return Ok(PassStats::default());
         }
         let stats = publish(&self.js, &pending).await?;
-        let seqs: Vec<i64> = pending.iter().map(|p| p.seq).collect();
-        // Losing this delete in a PostgreSQL crash only republishes the batch, which the stream dedupes: the
-        // commit need not wait for the WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        outbox::mark_sent(&mut tx, &seqs).await?;
         tx.commit().await?;
         self.metrics.outbox_published.inc_by(stats.published as u64);
         self.metrics.outbox_duplicates.inc_by(stats.duplicates as u64);

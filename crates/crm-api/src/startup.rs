@@ -52,7 +52,10 @@ impl Application {
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
             .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
-        let relay = Relay::new(pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
+        let relay_pool = db::connect_async_commit(&config.common.database_url, 4, "crm-api-relay")
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
         let port = listener.local_addr()?.port();

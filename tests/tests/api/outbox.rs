@@ -122,10 +122,11 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
         tx.commit().await.unwrap();
     }
 
-    // A relay claims the batch and publishes it, then "dies": its transaction rolls back, the rows stay.
+    // A relay takes the batch and publishes it, then "dies" before committing: its transaction rolls back and
+    // the rows are back in the outbox.
     {
         let mut tx = pool.begin().await.unwrap();
-        let claimed = outbox::claim(&mut tx, 100).await.unwrap();
+        let claimed = outbox::take(&mut tx, 100).await.unwrap();
         assert_eq!(claimed.len(), 3);
         let stats = relay::publish(&service_common::nats::jetstream(js.client()), &claimed).await.unwrap();
         assert_eq!(stats, relay::PassStats { published: 3, duplicates: 0 });

@@ -35,15 +35,18 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Claims up to `limit` unpublished events, oldest first, skipping rows another relay holds.
-pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+/// Takes up to `limit` unpublished events, oldest first, skipping rows another relay holds: they are deleted
+/// in the caller's transaction and come back if it rolls back (a failed publish, a crash), so taking them and
+/// marking them sent is one statement. Committing the transaction is the mark.
+pub async fn take(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, msg_id, subject, payload, headers, created_at FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING seq, msg_id, subject, payload, headers, created_at",
     )
     .bind(limit)
     .fetch_all(tx)
     .await?;
-    Ok(rows
+    let mut pending: Vec<Pending> = rows
         .into_iter()
         .map(|r| Pending {
             seq: r.get("seq"),
@@ -53,13 +56,10 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sq
             headers: r.get::<sqlx::types::Json<BTreeMap<String, String>>, _>("headers").0,
             created_at: r.get("created_at"),
         })
-        .collect())
-}
-
-/// Marks events as sent by deleting them (the stream holds them now).
-pub async fn mark_sent(tx: &mut PgConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(tx).await?;
-    Ok(())
+        .collect();
+    // RETURNING does not promise an order; publish in commit order.
+    pending.sort_unstable_by_key(|p| p.seq);
+    Ok(pending)
 }
 
 /// Events not yet published (the `crm_outbox_backlog` gauge).
