@@ -70,6 +70,11 @@ impl Ledger {
         inner.accepted.keys().filter(|k| !inner.received.contains_key(k)).count() as u64
     }
 
+    /// Webhooks whose first receipt fell inside `[from, to)`: the delivered throughput of a window.
+    pub fn received_between(&self, from: Instant, to: Instant) -> u64 {
+        self.lock().received.values().filter(|(at, _)| *at >= from && *at < to).count() as u64
+    }
+
     pub fn report(&self) -> Report {
         let inner = self.lock();
         let mut report = Report { accepted: inner.accepted.len() as u64, ..Default::default() };

@@ -21,13 +21,15 @@ const HELP: &str = "crm-bench — end-to-end benchmark of crm-webhook-sync
 
 USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
-              [--warmup S] [--drain-timeout S] [--receiver-fail-every-other] [--find-max] [--no-build]
+              [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other]
+              [--find-max] [--no-build]
 
     --rate R               events offered per second (default 1000; the starting rate with --find-max)
     --duration S           length of the measured steady window in seconds (default 30)
     --workers N            delivery-worker processes (default 1)
     --receiver-delay-ms D  the receiver answers after D ms (default 0)
     --workspaces W         workspaces the load is spread over (default 50)
+    --worker-concurrency C WORKER_CONCURRENCY of each worker (default 64; 256 with a receiver delay)
     --warmup S             unmeasured warm-up at the same rate (default 5)
     --drain-timeout S      how long to wait for the backlog after the window (default 60)
     --find-max             raise the rate by 30% per step until the backlog stops draining
@@ -43,6 +45,7 @@ struct Args {
     workers: usize,
     receiver_delay_ms: u64,
     workspaces: usize,
+    worker_concurrency: Option<usize>,
     warmup: f64,
     drain_timeout: f64,
     fail_every_other: bool,
@@ -57,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 1,
         receiver_delay_ms: 0,
         workspaces: 50,
+        worker_concurrency: None,
         warmup: 5.0,
         drain_timeout: 60.0,
         fail_every_other: false,
@@ -76,6 +80,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--workspaces" => args.workspaces = number("--workspaces", value("--workspaces")?)? as usize,
             "--warmup" => args.warmup = number("--warmup", value("--warmup")?)?,
+            "--worker-concurrency" => {
+                args.worker_concurrency = Some(number("--worker-concurrency", value("--worker-concurrency")?)? as usize)
+            }
             "--drain-timeout" => args.drain_timeout = number("--drain-timeout", value("--drain-timeout")?)?,
             "--receiver-fail-every-other" => args.fail_every_other = true,
             "--find-max" => args.find_max = true,
@@ -135,11 +142,11 @@ async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
     let receiver = BenchReceiver::start(ledger.clone(), behaviour).await?;
     let log_dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir)?;
-    let concurrency = if args.receiver_delay_ms > 0 { "256" } else { "64" };
+    let concurrency = args.worker_concurrency.unwrap_or(if args.receiver_delay_ms > 0 { 256 } else { 64 }).to_string();
     let spec = StackSpec {
         workers: args.workers,
         env: vec![
-            ("WORKER_CONCURRENCY".into(), concurrency.into()),
+            ("WORKER_CONCURRENCY".into(), concurrency),
             ("WORKER_WORKSPACE_CONCURRENCY".into(), "32".into()),
             ("CRM_DB_MAX_CONNECTIONS".into(), "32".into()),
         ],
@@ -180,6 +187,7 @@ async fn measure(
     let started = Instant::now();
     generator.run(rate, Duration::from_secs_f64(args.duration), Phase::Steady).await;
     let window = started.elapsed();
+    let delivered_in_window = ledger.received_between(started, started + window);
 
     let drain_started = Instant::now();
     let drain_deadline = drain_started + Duration::from_secs_f64(args.drain_timeout);
@@ -222,6 +230,7 @@ async fn measure(
         "duplicates": report.duplicates,
         "failed_requests": failed,
         "events_per_s": round1(events_per_s),
+        "delivered_per_s": round1(delivered_in_window as f64 / window.as_secs_f64()),
         "api_p50_ms": round2(quantile_ms(&api, 0.5)),
         "api_p99_ms": round2(quantile_ms(&api, 0.99)),
         "e2e_p50_ms": round2(quantile_ms(&report.e2e, 0.5)),
@@ -249,7 +258,7 @@ fn round3(v: f64) -> f64 {
 }
 
 fn print_table(j: &serde_json::Value) {
-    println!("┌──────────────────────────────┬──────────────────────────────────────┐");
+    println!("┌────────────────────────────────┬──────────────────────────────────────┐");
     for (label, key) in [
         ("offered rate (/s)", "rate"),
         ("steady window (s)", "duration_s"),
@@ -260,7 +269,8 @@ fn print_table(j: &serde_json::Value) {
         ("missing", "missing"),
         ("duplicates", "duplicates"),
         ("failed API requests", "failed_requests"),
-        ("events/s (steady)", "events_per_s"),
+        ("events/s accepted (steady)", "events_per_s"),
+        ("webhooks/s delivered (steady)", "delivered_per_s"),
         ("API p50 / p99 (ms)", "api"),
         ("e2e p50 / p99 / p99.9 (ms)", "e2e"),
         ("drain after window (s)", "drain_s"),
@@ -271,17 +281,17 @@ fn print_table(j: &serde_json::Value) {
             "e2e" => format!("{} / {} / {}", j["e2e_p50_ms"], j["e2e_p99_ms"], j["e2e_p999_ms"]),
             k => j[k].to_string().trim_matches('"').to_owned(),
         };
-        println!("│ {label:<28} │ {value:<36} │");
+        println!("│ {label:<30} │ {value:<36} │");
     }
-    println!("├──────────────────────────────┼──────────────────────────────────────┤");
-    println!("│ {:<28} │ {:<36} │", "process", "CPU s per 1k events / max RSS MiB");
+    println!("├────────────────────────────────┼──────────────────────────────────────┤");
+    println!("│ {:<30} │ {:<36} │", "process", "CPU s per 1k events / max RSS MiB");
     if let Some(cpu) = j["cpu_s_per_1k_events"].as_object() {
         for (name, c) in cpu {
             let rss = j["max_rss_mib"].get(name).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            println!("│ {name:<28} │ {:<36} │", format!("{c} / {rss}"));
+            println!("│ {name:<30} │ {:<36} │", format!("{c} / {rss}"));
         }
     }
-    println!("└──────────────────────────────┴──────────────────────────────────────┘");
+    println!("└────────────────────────────────┴──────────────────────────────────────┘");
 }
 
 #[tokio::main]
