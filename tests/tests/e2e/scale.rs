@@ -98,3 +98,35 @@ async fn work_still_in_flight_after_the_grace_period_is_handed_back_uncounted() 
     let delivery = p.wait_status(ws, &token, &id, "succeeded", Duration::from_secs(5)).await;
     assert_eq!(delivery["attempt_count"], 1);
 }
+
+#[tokio::test]
+async fn a_request_slower_than_the_ack_wait_is_not_redelivered_elsewhere() {
+    // Ack wait 1 s, a receiver that takes 2.5 s: only in-progress acks keep JetStream from handing the message to
+    // the second worker while the first is still sending.
+    let p = Pipeline::spawn_with(PipelineSpec {
+        workers: 2,
+        env: vec![("WORKER_ACK_WAIT_MS", "1000".into()), ("CRM_WEBHOOK_TIMEOUT_MS", "5000".into())],
+        ..Default::default()
+    })
+    .await;
+    p.receiver.default_reply(Reply::status(200).delay(Duration::from_millis(2500)));
+    let (ws, token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
+    p.api.interest(ws, &token, "slow@example.com").await.expect(201);
+    let got = p.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let id = got[0].webhook_id();
+    let delivery = p.wait_status(ws, &token, &id, "succeeded", Duration::from_secs(10)).await;
+    assert_eq!(delivery["attempt_count"], 1);
+    // Past two more ack waits: nothing came back.
+    let js = p.stream.jetstream().await;
+    crm_tests::eventually(Duration::from_secs(5), || async {
+        crm_tests::stream::message_count(&js, &p.stream.stream).await == 0
+    })
+    .await;
+    let mut held = 0;
+    for w in &p.workers {
+        held +=
+            w.metrics().await.lines().filter(|l| l.starts_with("webhook_held_back_total{reason=\"leased\"}")).count();
+    }
+    assert_eq!(held, 0, "the message was redelivered to the other worker while in flight");
+    assert_eq!(p.receiver.count(), 1);
+}
