@@ -9,6 +9,9 @@ const HELP: &str = "crm-api — REST API and outbox relay of crm-webhook-sync
 USAGE:
     crm-api [serve]     apply pending migrations (unless CRM_MIGRATE_ON_START=false) and serve
     crm-api migrate     apply pending migrations and exit
+    crm-api reseal-secrets
+                        re-seal every stored webhook secret with CRM_SECRET_KEY (old keys in
+                        CRM_SECRET_KEY_PREVIOUS), so an old key can be retired
     crm-api --help | --version
 
 Configuration is read from the environment; see the README's configuration table.
@@ -26,7 +29,7 @@ async fn main() -> ExitCode {
             println!("crm-api {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        "serve" | "migrate" => {}
+        "serve" | "migrate" | "reseal-secrets" => {}
         other => {
             eprintln!("crm-api: unknown command `{other}`; try --help");
             return ExitCode::from(2);
@@ -40,7 +43,11 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init("info,sqlx=warn", std::io::stderr);
-    let result = if command == "migrate" { migrate(&config).await } else { serve(config).await };
+    let result = match command.as_str() {
+        "migrate" => migrate(&config).await,
+        "reseal-secrets" => reseal(&config).await,
+        _ => serve(config).await,
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,6 +61,17 @@ async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
     let pool = db::connect(&config.common.database_url, 2, "crm-api-migrate").await?;
     db::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+async fn reseal(config: &ApiConfig) -> anyhow::Result<()> {
+    let pool = db::connect(&config.common.database_url, 2, "crm-api-reseal").await?;
+    let report = crm_api::repo::settings::reseal_all(&pool, &config.common.secret_keys).await?;
+    println!(
+        "re-sealed {} secret(s); {} already on the current key; {} unreadable",
+        report.resealed, report.already_current, report.unreadable
+    );
+    anyhow::ensure!(report.unreadable == 0, "some secrets open with no configured key; keep the old key");
     Ok(())
 }
 

@@ -69,3 +69,53 @@ async fn migrate_applies_migrations_and_exits() {
     let again = crm_api().arg("migrate").env("DATABASE_URL", &db.url).env("CRM_SECRET_KEY", KEY).output().unwrap();
     assert!(again.status.success());
 }
+
+#[tokio::test]
+async fn reseal_secrets_moves_every_secret_to_the_current_key() {
+    use base64::Engine;
+    use secrecy::{ExposeSecret, SecretString};
+    let b64 = |b: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (old, new) = (b64([1; 32]), b64([2; 32]));
+    let db = crm_tests::TestDb::create().await;
+    let migrate = crm_api().arg("migrate").env("DATABASE_URL", &db.url).env("CRM_SECRET_KEY", &old).output().unwrap();
+    assert!(migrate.status.success());
+    let pool = db.pool().await;
+    let old_ring = service_common::SecretKeyring::from_env_values(&old, None).unwrap();
+    let ws = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_settings (workspace_id, secret_sealed, previous_secret_sealed) VALUES ($1, $2, $3)",
+    )
+    .bind(ws)
+    .bind(old_ring.seal(&SecretString::from("current-secret-value"), ws.as_bytes()))
+    .bind(old_ring.seal(&SecretString::from("previous-secret-value"), ws.as_bytes()))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let run = || {
+        crm_api()
+            .arg("reseal-secrets")
+            .env("DATABASE_URL", &db.url)
+            .env("CRM_SECRET_KEY", &new)
+            .env("CRM_SECRET_KEY_PREVIOUS", &old)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("re-sealed 2 secret(s)"));
+    let again = run();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("re-sealed 0 secret(s); 2 already"), "idempotent");
+
+    // The old key can go: the new key alone opens both.
+    let new_ring = service_common::SecretKeyring::from_env_values(&new, None).unwrap();
+    let (current, previous): (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT secret_sealed, previous_secret_sealed FROM webhook_settings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(new_ring.open(&current, ws.as_bytes()).unwrap().expose_secret(), "current-secret-value");
+    assert_eq!(new_ring.open(&previous, ws.as_bytes()).unwrap().expose_secret(), "previous-secret-value");
+    assert!(old_ring.open(&current, ws.as_bytes()).is_err());
+}

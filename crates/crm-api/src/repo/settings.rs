@@ -113,3 +113,59 @@ pub async fn notify_changed(tx: &mut PgConnection, workspace_id: Uuid) -> Result
     sqlx::query("SELECT pg_notify('crm_settings', $1)").bind(workspace_id.to_string()).execute(tx).await?;
     Ok(())
 }
+
+/// What [`reseal_all`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resealed {
+    pub resealed: u64,
+    pub already_current: u64,
+    /// Values no configured key opens (left untouched, and logged).
+    pub unreadable: u64,
+}
+
+/// Re-seals every stored webhook secret (current and, during a rotation, previous) with the keyring's current
+/// key, so an old `CRM_SECRET_KEY` can be dropped from `CRM_SECRET_KEY_PREVIOUS`. One workspace per transaction,
+/// each row locked while it is rewritten; safe to run while the services serve, and to run again.
+pub async fn reseal_all(pool: &sqlx::PgPool, keyring: &service_common::SecretKeyring) -> Result<Resealed, sqlx::Error> {
+    let workspaces: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT workspace_id FROM webhook_settings WHERE secret_sealed IS NOT NULL OR previous_secret_sealed IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut report = Resealed::default();
+    for workspace_id in workspaces {
+        let mut tx = pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT secret_sealed, previous_secret_sealed FROM webhook_settings WHERE workspace_id = $1 FOR UPDATE",
+        )
+        .bind(workspace_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut updated = Vec::new();
+        for column in ["secret_sealed", "previous_secret_sealed"] {
+            let Some(sealed) = row.get::<Option<Vec<u8>>, _>(column) else { continue };
+            if keyring.is_current(&sealed) {
+                report.already_current += 1;
+                continue;
+            }
+            match keyring.open(&sealed, workspace_id.as_bytes()) {
+                Ok(secret) => updated.push((column, keyring.seal(&secret, workspace_id.as_bytes()))),
+                Err(_) => {
+                    report.unreadable += 1;
+                    tracing::error!(%workspace_id, column, "a stored webhook secret opens with no configured key");
+                }
+            }
+        }
+        for (column, sealed) in &updated {
+            // `column` is one of two literals above, never input.
+            sqlx::query(&format!("UPDATE webhook_settings SET {column} = $2 WHERE workspace_id = $1"))
+                .bind(workspace_id)
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        report.resealed += updated.len() as u64;
+        tx.commit().await?;
+    }
+    Ok(report)
+}
