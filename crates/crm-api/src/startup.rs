@@ -59,7 +59,7 @@ impl Application {
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
         let port = listener.local_addr()?.port();
-        let stream_config = nats::stream_config(&config.common.stream, &state.subjects);
+        let stream_config = nats::stream_config(&config.common.stream, &state.subjects, config.common.stream_replicas);
         Ok(Application { listener, port, router, relay, state, stream_config, js })
     }
 

@@ -82,7 +82,11 @@ impl Worker {
         let consumer = ConsumerLoop {
             ctx: ctx.clone(),
             js,
-            stream: nats::stream_config(&config.common.stream, &config.common.subjects()),
+            stream: nats::stream_config(
+                &config.common.stream,
+                &config.common.subjects(),
+                config.common.stream_replicas,
+            ),
             concurrency: config.concurrency,
             ack_wait: config.ack_wait,
             grace: config.shutdown_grace,

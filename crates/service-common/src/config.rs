@@ -103,6 +103,8 @@ pub struct CommonConfig {
     pub secret_keys: SecretKeyring,
     pub stream: String,
     pub subject_prefix: String,
+    /// `CRM_STREAM_REPLICAS` (default 1): the stream's replica count; 3 on a clustered JetStream.
+    pub stream_replicas: usize,
     pub egress: EgressPolicy,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`; tracing export is off when unset.
     pub otlp_endpoint: Option<String>,
@@ -146,6 +148,10 @@ impl CommonConfig {
                 "must be dot-separated subject tokens without spaces or wildcards",
             ));
         }
+        let stream_replicas: usize = env.parse_or("CRM_STREAM_REPLICAS", 1, "1, 3 or 5")?;
+        if !matches!(stream_replicas, 1 | 3 | 5) {
+            return Err(ConfigError::invalid("CRM_STREAM_REPLICAS", "must be 1, 3 or 5"));
+        }
         let egress = EgressPolicy::from_settings(
             env.get("CRM_EGRESS_ALLOW_HTTP").as_deref(),
             env.get("CRM_EGRESS_ALLOW_CIDRS").as_deref(),
@@ -161,6 +167,7 @@ impl CommonConfig {
             secret_keys,
             stream,
             subject_prefix,
+            stream_replicas,
             egress,
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         })
@@ -213,6 +220,7 @@ mod tests {
         }
         assert_eq!(cfg.stream, "CRM_EVENTS");
         assert_eq!(cfg.subject_prefix, "crm");
+        assert_eq!(cfg.stream_replicas, 1);
         assert!(!cfg.egress.allows_http());
     }
 
@@ -238,6 +246,7 @@ mod tests {
                 "CRM_EGRESS_ALLOW_HTTP",
             ),
             (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "http://x:4222")], "NATS_URL"),
+            (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_STREAM_REPLICAS", "2")], "CRM_STREAM_REPLICAS"),
             (
                 vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "nats://x:notaport")],
                 "NATS_URL",

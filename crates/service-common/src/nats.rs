@@ -26,9 +26,10 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
 
 /// The stream configuration: one work-queue stream over every workspace's subject, on disk, with a duplicate
 /// window so a republished event id is stored once.
-pub fn stream_config(name: &str, subjects: &crm_events::Subjects) -> stream::Config {
+pub fn stream_config(name: &str, subjects: &crm_events::Subjects, replicas: usize) -> stream::Config {
     stream::Config {
         name: name.to_owned(),
+        num_replicas: replicas,
         subjects: vec![subjects.all_row_changed()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
@@ -47,6 +48,7 @@ pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> R
             if current.subjects != config.subjects
                 || current.duplicate_window != config.duplicate_window
                 || current.discard != config.discard
+                || current.num_replicas != config.num_replicas
             {
                 js.update_stream(config).await?;
             }
