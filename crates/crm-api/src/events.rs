@@ -5,7 +5,6 @@ use crate::repo::{outbox, rows::Change};
 use chrono::Utc;
 use crm_events::{EventType, RowChangedEvent, Subjects, Trigger, EVENT_SCHEMA_VERSION};
 use sqlx::PgConnection;
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The event of a row change: `crm_row.created` for a new row, `crm_row.updated` otherwise. Its id is both the
@@ -42,6 +41,6 @@ pub async fn test_event(
         changed_fields: Vec::new(),
         previous: Default::default(),
     };
-    outbox::enqueue(tx, subjects, &event, event.id, &BTreeMap::new()).await?;
+    outbox::enqueue(tx, subjects, &event, event.id, &service_common::trace::current_headers()).await?;
     Ok(event)
 }

@@ -42,7 +42,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init("info,sqlx=warn", std::io::stderr);
+    let _telemetry =
+        telemetry::init_service("crm-api", "info,sqlx=warn", std::io::stderr, config.common.otlp_endpoint.as_deref());
     let result = match command.as_str() {
         "migrate" => migrate(&config).await,
         "reseal-secrets" => reseal(&config).await,

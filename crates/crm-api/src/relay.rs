@@ -128,8 +128,15 @@ impl Relay {
 pub async fn publish(js: &jetstream::Context, pending: &[Pending]) -> Result<PassStats, RelayError> {
     let mut acks = Vec::with_capacity(pending.len());
     for p in pending {
+        let mut headers = p.headers.clone();
+        // A traced change gets a publish span in its trace, and the worker continues from that span.
+        if headers.contains_key("traceparent") {
+            let span = tracing::info_span!("outbox.publish", messaging.destination.name = %p.subject);
+            service_common::trace::set_parent(&span, |k| p.headers.get(k).cloned());
+            headers.extend(span.in_scope(service_common::trace::current_headers));
+        }
         let mut message = PublishMessage::build().payload(p.payload.clone().into());
-        for (name, value) in &p.headers {
+        for (name, value) in &headers {
             message = message.header(name.as_str(), value.as_str());
         }
         let message = message.message_id(p.msg_id.to_string());

@@ -38,7 +38,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init("info,sqlx=warn", std::io::stderr);
+    let _telemetry = telemetry::init_service(
+        "delivery-worker",
+        "info,sqlx=warn",
+        std::io::stderr,
+        config.common.otlp_endpoint.as_deref(),
+    );
     let shutdown = service_common::shutdown::on_signal();
     let result = async { Worker::build(config, WorkerOptions::default()).await?.run_until_stopped(shutdown).await };
     match result.await {

@@ -55,9 +55,20 @@ pub enum Verdict {
     Term,
 }
 
-/// Processes one message and answers JetStream.
+/// Processes one message and answers JetStream. The delivery's span continues the trace the message carries
+/// (`traceparent` from the relay's publish), so a trace runs from the API request to each attempt.
 pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
-    let verdict = process(ctx, &message).await;
+    let span = tracing::info_span!(
+        "webhook.delivery",
+        event_id = tracing::field::Empty,
+        workspace_id = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    service_common::trace::set_parent(&span, |name| {
+        message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+    });
+    let verdict = tracing::Instrument::instrument(process(ctx, &message), span).await;
     let answer = match verdict {
         Verdict::Ack => message.ack().await,
         Verdict::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
@@ -100,7 +111,6 @@ fn skip_reason(event: &RowChangedEvent, webhook: Option<&Webhook>) -> Option<&'s
     None
 }
 
-#[tracing::instrument(skip_all, fields(event_id, workspace_id, attempt, outcome))]
 async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     let event = match RowChangedEvent::from_slice(&message.payload) {
         Ok(event) => event,
@@ -186,7 +196,10 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     let started_at = Utc::now();
     ctx.metrics.in_flight.inc();
     let sent = tokio::select! {
-        outcome = with_progress(ctx.sender.send(url, headers, body), message, ctx.ack_wait / 3) => Some(outcome),
+        outcome = tracing::Instrument::instrument(
+            with_progress(ctx.sender.send(url, headers, body), message, ctx.ack_wait / 3),
+            tracing::info_span!("webhook.attempt", attempt),
+        ) => Some(outcome),
         _ = ctx.hard_stop.cancelled() => None,
     };
     ctx.metrics.in_flight.dec();

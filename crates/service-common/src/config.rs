@@ -246,7 +246,10 @@ mod tests {
                 "CRM_EGRESS_ALLOW_HTTP",
             ),
             (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "http://x:4222")], "NATS_URL"),
-            (vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_STREAM_REPLICAS", "2")], "CRM_STREAM_REPLICAS"),
+            (
+                vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("CRM_STREAM_REPLICAS", "2")],
+                "CRM_STREAM_REPLICAS",
+            ),
             (
                 vec![("DATABASE_URL", "postgres://x"), ("CRM_SECRET_KEY", &k), ("NATS_URL", "nats://x:notaport")],
                 "NATS_URL",

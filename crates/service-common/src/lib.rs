@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{CommonConfig, ConfigError, Env};
 pub use crypto::SecretKeyring;

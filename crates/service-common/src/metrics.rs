@@ -87,7 +87,9 @@ pub async fn track_http(State(metrics): State<HttpMetrics>, request: Request, ne
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
-    let response = next.run(request).await;
+    // The request's span: where a trace starts (CONTRACT §3: API request → publish → each delivery attempt).
+    let span = tracing::info_span!("http.request", http.request.method = %method, http.route = %route);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16();
     metrics
         .duration

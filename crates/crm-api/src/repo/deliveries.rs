@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use crm_events::{RowChangedEvent, Subjects};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, Row};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub const STATUSES: [&str; 6] = ["pending", "retrying", "succeeded", "failed", "dead", "skipped"];
@@ -134,7 +133,7 @@ pub async fn redeliver(
         .bind(msg_id)
         .bind(subjects.row_changed(workspace_id))
         .bind(event)
-        .bind(sqlx::types::Json(BTreeMap::<String, String>::new()))
+        .bind(sqlx::types::Json(service_common::trace::current_headers()))
         .execute(&mut *tx)
         .await?;
     Ok(RedeliverOutcome::Queued)

@@ -193,7 +193,7 @@ async fn insert_with_event(
              ON CONFLICT (workspace_id, lower(email)) DO NOTHING
              RETURNING id
          )
-         INSERT INTO outbox (msg_id, subject, payload) SELECT $26, $27, $28 FROM row RETURNING seq",
+         INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $26, $27, $28, $29 FROM row RETURNING seq",
     )
     .bind(row.id)
     .bind(row.workspace_id)
@@ -223,6 +223,8 @@ async fn insert_with_event(
     .bind(event.id)
     .bind(subjects.row_changed(row.workspace_id))
     .bind(event.to_bytes())
+    // The request's trace context, so the publish and the delivery attempts continue its trace.
+    .bind(Json(service_common::trace::current_headers()))
     .fetch_optional(conn)
     .await?;
     Ok(written.is_some())
@@ -248,7 +250,7 @@ async fn update_with_event(
               WHERE id = $1 AND workspace_id = $2 AND version = $25
              RETURNING id
          )
-         INSERT INTO outbox (msg_id, subject, payload) SELECT $26, $27, $28 FROM row RETURNING seq",
+         INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $26, $27, $28, $29 FROM row RETURNING seq",
     )
     .bind(row.id)
     .bind(row.workspace_id)
@@ -278,6 +280,8 @@ async fn update_with_event(
     .bind(event.id)
     .bind(subjects.row_changed(row.workspace_id))
     .bind(event.to_bytes())
+    // The request's trace context, so the publish and the delivery attempts continue its trace.
+    .bind(Json(service_common::trace::current_headers()))
     .fetch_optional(conn)
     .await?;
     Ok(written.is_some())
