@@ -13,12 +13,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// an error to its caller and the next acquire reconnects.
 pub async fn connect(url: &SecretString, max_connections: u32, application: &str) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url.expose_secret())?.application_name(application);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
+    pool_options(max_connections).connect_with(options).await
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).min_connections(1).acquire_timeout(Duration::from_secs(5))
 }
 
 /// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit = off`). Only for writes whose
@@ -32,12 +31,7 @@ pub async fn connect_async_commit(
     let options = PgConnectOptions::from_str(url.expose_secret())?
         .application_name(application)
         .options([("synchronous_commit", "off")]);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
+    pool_options(max_connections).connect_with(options).await
 }
 
 /// Applies pending migrations.

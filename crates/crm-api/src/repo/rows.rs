@@ -174,6 +174,44 @@ async fn find_by_email(
 /// could starve a writer; the lock guarantees progress.
 const OPTIMISTIC_TRIES: usize = 2;
 
+/// A statement returning the new outbox row's sequence number.
+type WithEvent<'q> = sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>;
+
+/// Binds a row's every column as `$1`..`$25` (in `crm_rows` column order) and its event as `$26`..`$29`: the one
+/// parameter layout both row writes use.
+fn bind_change<'q>(q: WithEvent<'q>, subjects: &Subjects, row: &'q CrmRow, event: &RowChangedEvent) -> WithEvent<'q> {
+    q.bind(row.id)
+        .bind(row.workspace_id)
+        .bind(row.version)
+        .bind(&row.email)
+        .bind(&row.first_name)
+        .bind(&row.last_name)
+        .bind(&row.phone)
+        .bind(&row.company)
+        .bind(&row.job_title)
+        .bind(&row.linkedin_url)
+        .bind(&row.campaign)
+        .bind(&row.interest_type)
+        .bind(&row.interest_channel)
+        .bind(&row.interest_message)
+        .bind(row.interest_at)
+        .bind(row.interest_count)
+        .bind(row.pipeline_stage.as_str())
+        .bind(&row.owner)
+        .bind(&row.deal_value)
+        .bind(&row.deal_currency)
+        .bind(row.next_step_at)
+        .bind(&row.notes)
+        .bind(Json(&row.custom_fields))
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .bind(event.id)
+        .bind(subjects.row_changed(row.workspace_id))
+        .bind(event.to_bytes())
+        // The request's trace context, so the publish and the delivery attempts continue its trace.
+        .bind(Json(service_common::trace::current_headers()))
+}
+
 /// Inserts a new row and its event in one statement: atomic on its own, so no transaction is needed. Returns false
 /// (and writes nothing) when the workspace already has a row with this email.
 async fn insert_with_event(
@@ -182,7 +220,7 @@ async fn insert_with_event(
     row: &CrmRow,
     event: &RowChangedEvent,
 ) -> Result<bool, sqlx::Error> {
-    let written: Option<i64> = sqlx::query_scalar(
+    let statement = sqlx::query_scalar(
         "WITH row AS (
              INSERT INTO crm_rows (id, workspace_id, version, email, first_name, last_name, phone, company,
                  job_title, linkedin_url, campaign, interest_type, interest_channel, interest_message, interest_at,
@@ -194,40 +232,8 @@ async fn insert_with_event(
              RETURNING id
          )
          INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $26, $27, $28, $29 FROM row RETURNING seq",
-    )
-    .bind(row.id)
-    .bind(row.workspace_id)
-    .bind(row.version)
-    .bind(&row.email)
-    .bind(&row.first_name)
-    .bind(&row.last_name)
-    .bind(&row.phone)
-    .bind(&row.company)
-    .bind(&row.job_title)
-    .bind(&row.linkedin_url)
-    .bind(&row.campaign)
-    .bind(&row.interest_type)
-    .bind(&row.interest_channel)
-    .bind(&row.interest_message)
-    .bind(row.interest_at)
-    .bind(row.interest_count)
-    .bind(row.pipeline_stage.as_str())
-    .bind(&row.owner)
-    .bind(&row.deal_value)
-    .bind(&row.deal_currency)
-    .bind(row.next_step_at)
-    .bind(&row.notes)
-    .bind(Json(&row.custom_fields))
-    .bind(row.created_at)
-    .bind(row.updated_at)
-    .bind(event.id)
-    .bind(subjects.row_changed(row.workspace_id))
-    .bind(event.to_bytes())
-    // The request's trace context, so the publish and the delivery attempts continue its trace.
-    .bind(Json(service_common::trace::current_headers()))
-    .fetch_optional(conn)
-    .await?;
-    Ok(written.is_some())
+    );
+    Ok(bind_change(statement, subjects, row, event).fetch_optional(conn).await?.is_some())
 }
 
 /// Writes a row's new state and its event in one statement, if the row is still at `expected_version`
@@ -240,51 +246,20 @@ async fn update_with_event(
     expected_version: i64,
     event: &RowChangedEvent,
 ) -> Result<bool, sqlx::Error> {
-    let written: Option<i64> = sqlx::query_scalar(
+    let statement = sqlx::query_scalar(
         "WITH row AS (
              UPDATE crm_rows SET version = $3, email = $4, first_name = $5, last_name = $6, phone = $7,
                  company = $8, job_title = $9, linkedin_url = $10, campaign = $11, interest_type = $12,
                  interest_channel = $13, interest_message = $14, interest_at = $15, interest_count = $16,
                  pipeline_stage = $17, owner = $18, deal_value = $19::numeric, deal_currency = $20,
-                 next_step_at = $21, notes = $22, custom_fields = $23, updated_at = $24
-              WHERE id = $1 AND workspace_id = $2 AND version = $25
+                 next_step_at = $21, notes = $22, custom_fields = $23, updated_at = $25
+              WHERE id = $1 AND workspace_id = $2 AND created_at = $24 AND version = $30
              RETURNING id
          )
          INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $26, $27, $28, $29 FROM row RETURNING seq",
-    )
-    .bind(row.id)
-    .bind(row.workspace_id)
-    .bind(row.version)
-    .bind(&row.email)
-    .bind(&row.first_name)
-    .bind(&row.last_name)
-    .bind(&row.phone)
-    .bind(&row.company)
-    .bind(&row.job_title)
-    .bind(&row.linkedin_url)
-    .bind(&row.campaign)
-    .bind(&row.interest_type)
-    .bind(&row.interest_channel)
-    .bind(&row.interest_message)
-    .bind(row.interest_at)
-    .bind(row.interest_count)
-    .bind(row.pipeline_stage.as_str())
-    .bind(&row.owner)
-    .bind(&row.deal_value)
-    .bind(&row.deal_currency)
-    .bind(row.next_step_at)
-    .bind(&row.notes)
-    .bind(Json(&row.custom_fields))
-    .bind(row.updated_at)
-    .bind(expected_version)
-    .bind(event.id)
-    .bind(subjects.row_changed(row.workspace_id))
-    .bind(event.to_bytes())
-    // The request's trace context, so the publish and the delivery attempts continue its trace.
-    .bind(Json(service_common::trace::current_headers()))
-    .fetch_optional(conn)
-    .await?;
-    Ok(written.is_some())
+    );
+    let statement = bind_change(statement, subjects, row, event).bind(expected_version);
+    Ok(statement.fetch_optional(conn).await?.is_some())
 }
 
 /// A lead's first row.
