@@ -16,6 +16,9 @@ pub struct ApiConfig {
     pub migrate_on_start: bool,
     /// `CRM_DB_MAX_CONNECTIONS` (default 16).
     pub db_max_connections: u32,
+    /// `CRM_API_MAX_IN_FLIGHT` (default 512): API requests served at once; the excess is answered 503 with
+    /// `Retry-After` at once instead of queueing without bound.
+    pub max_in_flight: usize,
     pub relay: RelayConfig,
 }
 
@@ -52,8 +55,13 @@ impl ApiConfig {
         if !(2..=1000).contains(&db_max_connections) {
             return Err(ConfigError::invalid("CRM_DB_MAX_CONNECTIONS", "must be from 2 to 1000"));
         }
+        let max_in_flight: usize = env.parse_or("CRM_API_MAX_IN_FLIGHT", 512, "a number from 1 to 100000")?;
+        if !(1..=100_000).contains(&max_in_flight) {
+            return Err(ConfigError::invalid("CRM_API_MAX_IN_FLIGHT", "must be from 1 to 100000"));
+        }
         Ok(ApiConfig {
             common,
+            max_in_flight,
             addr,
             admin_token,
             migrate_on_start: env.bool_or("CRM_MIGRATE_ON_START", true)?,

@@ -43,6 +43,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the service is not accepting requests right now")]
     Unavailable,
+    #[error("too many requests in progress; retry shortly")]
+    Overloaded,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -68,7 +70,7 @@ impl ApiError {
             ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::Unavailable => "unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -150,6 +153,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

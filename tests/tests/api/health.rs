@@ -36,3 +36,41 @@ async fn readiness_fails_while_nats_is_unreachable() {
     assert_eq!(ready["checks"]["nats"], "unreachable");
     assert_eq!(ready["checks"]["postgres"], "ok");
 }
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_refused_at_once_with_retry_after() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("CRM_API_MAX_IN_FLIGHT".into(), "1".into());
+    })
+    .await;
+    let (ws, token) = app.workspace_with_token("editor").await;
+    let row = app.api.interest(ws, &token, "held@example.com").await.expect(201).json();
+    let id: uuid::Uuid = row["id"].as_str().unwrap().parse().unwrap();
+
+    // Hold the row, so an edit of it waits on the lock while occupying the only slot.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM crm_rows WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *tx).await.unwrap();
+    let (api, t, path) = (app.api.clone(), token.clone(), format!("/v1/workspaces/{ws}/crm/rows/{id}"));
+    let held =
+        tokio::spawn(async move { api.patch(&path, Some(&t), &serde_json::json!({"notes": "waited"}), &[]).await });
+    crm_tests::eventually(std::time::Duration::from_secs(5), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+
+    let rows = format!("/v1/workspaces/{ws}/crm/rows");
+    let refused = app.api.get(&rows, Some(&token)).await.expect_problem(503, None);
+    assert_eq!(refused.headers["retry-after"], "1");
+    app.api.get("/healthz", None).await.expect(200);
+    app.api.get("/metrics", None).await.expect(200);
+
+    tx.commit().await.unwrap();
+    assert_eq!(held.await.unwrap().expect(200).json()["notes"], "waited");
+    app.api.get(&rows, Some(&token)).await.expect(200);
+}

@@ -16,8 +16,10 @@ use axum::Router;
 /// The OpenAPI document, checked by a test against the routes below.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
-/// The API routes; [`crate::startup`] adds the operational routes and the metrics layer.
-pub fn router(state: AppState) -> Router {
+/// The API routes; [`crate::startup`] adds the operational routes and the metrics layer. At most `max_in_flight`
+/// API requests are served at once.
+pub fn router(state: AppState, max_in_flight: usize) -> Router {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     Router::new()
         .route("/admin/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
         .route("/admin/workspaces/{ws}/tokens", post(admin::create_token))
@@ -34,6 +36,20 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(slots, admit))
+}
+
+/// Admission control: a request beyond the limit is refused at once (503, `Retry-After: 1`) rather than queued, so
+/// an overload costs the client a retry instead of costing the service unbounded memory and everyone's latency.
+async fn admit(
+    axum::extract::State(slots): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match slots.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
 }
 
 async fn openapi() -> Response {
