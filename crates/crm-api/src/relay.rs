@@ -13,7 +13,6 @@ use crate::metrics::ApiMetrics;
 use crate::repo::outbox::{self, Pending};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::try_join_all;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -62,7 +61,13 @@ impl Relay {
     /// Runs until `shutdown`; the pass in progress completes first, so a graceful stop leaves nothing half done.
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
+        // Every notification, and every (re)connection of the listener (which may have missed some), wakes the relay.
+        let listener = {
+            let (pool, wake, shutdown) = (self.pool.clone(), wake.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                service_common::db::follow_channel(&pool, NOTIFY_CHANNEL, &shutdown, |_| wake.notify_one()).await
+            })
+        };
         let mut backoff = Duration::from_millis(100);
         let mut last_backlog_sample = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
@@ -145,37 +150,4 @@ pub async fn publish(js: &jetstream::Context, pending: &[Pending]) -> Result<Pas
     }
     let acks = try_join_all(acks).await.map_err(|e| RelayError::Publish(e.into()))?;
     Ok(PassStats { published: acks.len(), duplicates: acks.iter().filter(|a| a.duplicate).count() })
-}
-
-/// Listens for outbox notifications and wakes the relay; reconnects for ever, and wakes the relay after every
-/// (re)connection to cover what was committed while it was not listening.
-async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(error = %e, "outbox listener cannot connect; relying on polling");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        };
-        if listener.listen(NOTIFY_CHANNEL).await.is_err() {
-            continue;
-        }
-        wake.notify_one();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = listener.try_recv() => match received {
-                    Ok(_) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "outbox listener lost its connection");
-                        break;
-                    }
-                },
-            }
-        }
-    }
 }

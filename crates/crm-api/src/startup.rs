@@ -9,6 +9,7 @@ use crate::state::AppState;
 use anyhow::Context as _;
 use axum::{middleware, Router};
 use secrecy::ExposeSecret;
+use service_common::db::Heard;
 use service_common::{db, health, metrics::track_http, nats};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -130,37 +131,17 @@ async fn housekeeping(pool: sqlx::PgPool, shutdown: CancellationToken) {
     }
 }
 
-/// Drops revoked tokens from this replica's cache as other replicas announce them (`NOTIFY crm_tokens`).
+/// Drops revoked tokens from this replica's cache as other replicas announce them (`NOTIFY crm_tokens`), and every
+/// cached token when announcements may have been missed.
 async fn follow_revocations(state: AppState, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&state.pool).await {
-            Ok(listener) => listener,
-            Err(_) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        };
-        if listener.listen("crm_tokens").await.is_err() {
-            continue;
-        }
-        // Revocations missed while not listening are unknown: forget every cached token.
-        state.tokens.clear();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = listener.try_recv() => match received {
-                    Ok(Some(n)) => match decode_hex(n.payload()) {
-                        Some(hash) => state.tokens.remove(&hash),
-                        None => state.tokens.clear(),
-                    },
-                    Ok(None) => state.tokens.clear(),
-                    Err(_) => break,
-                },
-            }
-        }
-    }
+    service_common::db::follow_channel(&state.pool, "crm_tokens", &shutdown, |heard| match heard {
+        Heard::Notification(payload) => match decode_hex(payload) {
+            Some(hash) => state.tokens.remove(&hash),
+            None => state.tokens.clear(),
+        },
+        Heard::Gap => state.tokens.clear(),
+    })
+    .await
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

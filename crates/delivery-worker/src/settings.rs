@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
+use service_common::db::Heard;
 use service_common::SecretKeyring;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -112,40 +112,16 @@ impl SettingsCache {
         }))
     }
 
-    /// Follows `crm_settings` notifications until `shutdown`, reconnecting for ever.
+    /// Follows `crm_settings` notifications until `shutdown`: a workspace's entry is dropped when its settings
+    /// change, and everything when notifications may have been missed.
     pub async fn follow_changes(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&self.pool).await {
-                Ok(listener) => listener,
-                Err(e) => {
-                    tracing::debug!(error = %e, "settings listener cannot connect");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            };
-            if listener.listen(CHANNEL).await.is_err() {
-                continue;
-            }
-            // Whatever changed while we were not listening is unknown: start afresh.
-            self.clear();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    received = listener.try_recv() => match received {
-                        Ok(Some(n)) => match Uuid::parse_str(n.payload()) {
-                            Ok(ws) => self.invalidate(ws),
-                            Err(_) => self.clear(),
-                        },
-                        Ok(None) => self.clear(),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "settings listener lost its connection");
-                            break;
-                        }
-                    },
-                }
-            }
-        }
+        service_common::db::follow_channel(&self.pool, CHANNEL, &shutdown, |heard| match heard {
+            Heard::Notification(payload) => match Uuid::parse_str(payload) {
+                Ok(ws) => self.invalidate(ws),
+                Err(_) => self.clear(),
+            },
+            Heard::Gap => self.clear(),
+        })
+        .await
     }
 }

@@ -34,6 +34,55 @@ pub async fn connect_async_commit(
     pool_options(max_connections).connect_with(options).await
 }
 
+/// What a channel listener hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// One notification's payload.
+    Notification(&'a str),
+    /// Notifications may have been missed: the listener has just (re)connected, or its connection dropped.
+    Gap,
+}
+
+/// Follows `LISTEN channel` until `shutdown`, reconnecting for ever (a second apart while PostgreSQL is away), and
+/// hands everything heard to `on`. Every (re)connection starts with a [`Heard::Gap`], since what was notified while
+/// nobody listened is lost.
+pub async fn follow_channel(
+    pool: &PgPool,
+    channel: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on: impl FnMut(Heard<'_>),
+) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::debug!(channel, error = %e, "listener cannot connect");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        if listener.listen(channel).await.is_err() {
+            continue;
+        }
+        on(Heard::Gap);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => on(Heard::Notification(notification.payload())),
+                    Ok(None) => on(Heard::Gap),
+                    Err(e) => {
+                        tracing::debug!(channel, error = %e, "listener lost its connection");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
