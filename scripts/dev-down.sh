@@ -30,35 +30,8 @@ if [[ ! -d "$STATE_DIR" ]]; then
   exit 0
 fi
 
-pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-# pid_is PID NAME: is PID alive and running the program NAME (guards against a recycled pid)?
-pid_is() {
-  pid_alive "$1" || return 1
-  local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || ps -o args= -p "$1" 2>/dev/null || true)"
-  [[ "$cmd" == *"$2"* ]]
-}
-
-# stop_recorded NAME: SIGTERM (services drain on it), then SIGKILL after 20 s.
-stop_recorded() {
-  local name="$1" pidfile="$STATE_DIR/$1.pid" pid
-  [[ -f "$pidfile" ]] || return 0
-  pid="$(tr -dc '0-9' <"$pidfile")"
-  if pid_is "$pid" "$name"; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    if pid_alive "$pid"; then
-      log "$name (pid $pid) did not stop after SIGTERM; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  else
-    log "$name is not running (stale pid file)"
-  fi
-  rm -f "$pidfile"
-}
+# shellcheck source=scripts/lib/procs.sh
+source "$REPO_ROOT/scripts/lib/procs.sh"
 
 # Producers and consumers first, the NATS server (only ever one dev-up started) last.
 stop_recorded webhook-sink

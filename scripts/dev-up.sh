@@ -206,33 +206,8 @@ gen_secret_key() { head -c 32 /dev/urandom | base64 | tr -d '\n'; }
 gen_admin_token() { printf 'adm_%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')"; }
 gen_webhook_secret() { printf 'whsec_%s' "$(head -c 24 /dev/urandom | base64 | tr -d '\n')"; }
 
-pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
-
-# pid_is PID NAME: is PID alive and running the program NAME (guards against a recycled pid)?
-pid_is() {
-  pid_alive "$1" || return 1
-  local cmd
-  cmd="$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || ps -o args= -p "$1" 2>/dev/null || true)"
-  [[ "$cmd" == *"$2"* ]]
-}
-
-# stop_recorded NAME: stop the process recorded in $STATE_DIR/NAME.pid, if it is still ours.
-stop_recorded() {
-  local name="$1" pidfile="$STATE_DIR/$1.pid" pid
-  [[ -f "$pidfile" ]] || return 0
-  pid="$(tr -dc '0-9' <"$pidfile")"
-  if pid_is "$pid" "$name"; then
-    log "stopping previous $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    if pid_alive "$pid"; then
-      warn "$name (pid $pid) did not stop after SIGTERM; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pidfile"
-}
+# shellcheck source=scripts/lib/procs.sh
+source "$REPO_ROOT/scripts/lib/procs.sh"
 
 # start_bg NAME LOGFILE COMMAND...: start COMMAND detached, log to LOGFILE, record its pid in NAME.pid.
 start_bg() {
