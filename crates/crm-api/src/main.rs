@@ -19,22 +19,15 @@ Required: DATABASE_URL, CRM_SECRET_KEY.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
-    match command.as_str() {
-        "--help" | "-h" | "help" => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        "--version" | "-V" => {
-            println!("crm-api {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        "serve" | "migrate" | "reseal-secrets" => {}
-        other => {
-            eprintln!("crm-api: unknown command `{other}`; try --help");
-            return ExitCode::from(2);
-        }
-    }
+    let command = match service_common::cli::command(
+        "crm-api",
+        env!("CARGO_PKG_VERSION"),
+        HELP,
+        &["serve", "migrate", "reseal-secrets"],
+    ) {
+        Ok(command) => command,
+        Err(exit) => return exit,
+    };
     let config = match ApiConfig::from_env(&Env::process()) {
         Ok(config) => config,
         Err(e) => {

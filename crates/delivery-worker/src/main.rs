@@ -15,21 +15,8 @@ Required: DATABASE_URL, CRM_SECRET_KEY.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
-    match command.as_str() {
-        "--help" | "-h" | "help" => {
-            println!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        "--version" | "-V" => {
-            println!("delivery-worker {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        "serve" => {}
-        other => {
-            eprintln!("delivery-worker: unknown command `{other}`; try --help");
-            return ExitCode::from(2);
-        }
+    if let Err(exit) = service_common::cli::command("delivery-worker", env!("CARGO_PKG_VERSION"), HELP, &["serve"]) {
+        return exit;
     }
     let config = match WorkerConfig::from_env(&Env::process()) {
         Ok(config) => config,
