@@ -5,9 +5,10 @@
 //! Registries (RFC 6890 and successors). For IPv6 only `2000::/3` is treated
 //! as global unicast; everything outside it that is not named below is
 //! [`AddressClass::Reserved`]. IPv6 forms that carry an IPv4 address
-//! (IPv4-mapped, IPv4-compatible, NAT64, 6to4) are judged by that IPv4
-//! address, so `[::ffff:127.0.0.1]` is loopback and `[::ffff:8.8.8.8]` is
-//! public.
+//! (IPv4-mapped, IPv4-compatible, well-known NAT64 `64:ff9b::/96`, 6to4) are
+//! judged by that IPv4 address, so `[::ffff:127.0.0.1]` is loopback and
+//! `[::ffff:8.8.8.8]` is public. The local-use NAT64 prefix
+//! `64:ff9b:1::/48` is the exception: it is blocked whatever it embeds.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -51,6 +52,9 @@ pub enum AddressClass {
     Relay6to4,
     /// IPv6 discard-only prefix, `100::/64`.
     Discard,
+    /// Local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215), whatever IPv4
+    /// address it embeds.
+    LocalUseNat64,
 }
 
 impl AddressClass {
@@ -72,6 +76,7 @@ impl AddressClass {
             Self::ProtocolAssignment => "ietf protocol assignment",
             Self::Relay6to4 => "6to4 relay anycast",
             Self::Discard => "discard-only",
+            Self::LocalUseNat64 => "local-use nat64",
         }
     }
 }
@@ -130,6 +135,13 @@ const V4_RANGES: &[(Ipv4Addr, u32, AddressClass)] = &[
 /// Checked after the embedded-IPv4 forms; first match wins.
 #[rustfmt::skip]
 const V6_RANGES: &[(Ipv6Addr, u32, AddressClass)] = &[
+    // Local-use NAT64 (RFC 8215) is not globally reachable: its translator
+    // belongs to whichever network we sit in and may reach that network's
+    // private IPv4 space whatever the embedded address says. The operator
+    // also picks the prefix length (/48 to /96), so there is no single place
+    // to read an IPv4 address from. Block the whole /48; it sits inside
+    // `::/8` below, so it must come first.
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, AddressClass::LocalUseNat64),
     (Ipv6Addr::UNSPECIFIED,                          8, AddressClass::Reserved),
     (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),     64, AddressClass::Discard),
     (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0),      8, AddressClass::Reserved),
@@ -190,14 +202,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Embedded> {
     if v6_in(ip, Ipv6Addr::UNSPECIFIED, 96) || v6_in(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) {
         return Some(Embedded::Deprecated(low_v4(ip)));
     }
-    // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+    // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052). It is globally
+    // reachable and may only carry global IPv4 addresses, so judging it by
+    // the embedded IPv4 is exact. The rest of 64:ff9b::/32 (other than the
+    // local-use /48, blocked in V6_RANGES) is unassigned and ends up
+    // reserved via `::/8`.
     if v6_in(ip, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96) {
-        return Some(Embedded::SameAs(low_v4(ip)));
-    }
-    // NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215). We only understand
-    // the /96 layout with zero padding (64:ff9b:1::a.b.c.d); any other
-    // layout is ambiguous and falls through to "reserved" via ::/8.
-    if v6_in(ip, Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 96) {
         return Some(Embedded::SameAs(low_v4(ip)));
     }
     // 6to4 2002:AABB:CCDD::/48 carries the IPv4 in bits 16..48.

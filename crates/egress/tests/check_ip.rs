@@ -36,12 +36,13 @@ const BLOCKED: &[(&str, AddressClass)] = &[
     ("255.255.255.255", Broadcast),
     ("240.0.0.1", Reserved),
     ("255.255.255.254", Reserved),
-    ("2001::1", Reserved),                // Teredo
-    ("::8.8.8.8", Reserved),              // IPv4-compatible (deprecated)
-    ("::ffff:0:808:808", Reserved),       // IPv4-translated (deprecated)
-    ("64:ff9b:1:1::808:808", Reserved),   // local-use NAT64, non-/96 layout
-    ("64:ff9b:0:0:1::808:808", Reserved), // 64:ff9b::/32 outside the /96
-    ("4000::1", Reserved),                // outside 2000::/3
+    ("2001::1", Reserved),                 // Teredo
+    ("::8.8.8.8", Reserved),               // IPv4-compatible (deprecated)
+    ("::ffff:0:808:808", Reserved),        // IPv4-translated (deprecated)
+    ("64:ff9b:0:0:1::808:808", Reserved),  // 64:ff9b::/32 outside the /96
+    ("64:ff9b:2::808:808", Reserved),      // just past the local-use /48
+    ("64:ff9b:0:ffff::808:808", Reserved), // just before the local-use /48
+    ("4000::1", Reserved),                 // outside 2000::/3
     ("5f00::1", Reserved),
     ("192.0.2.1", Documentation),
     ("198.51.100.7", Documentation),
@@ -56,6 +57,16 @@ const BLOCKED: &[(&str, AddressClass)] = &[
     ("192.88.99.1", Relay6to4),
     ("100::1", Discard),
     ("100:0:0:1::1", Reserved),
+    // Local-use NAT64 (RFC 8215): blocked whatever it embeds and in any
+    // layout, since the translator is on someone's private network.
+    ("64:ff9b:1::", LocalUseNat64),
+    ("64:ff9b:1::808:808", LocalUseNat64),    // /96 layout of 8.8.8.8
+    ("64:ff9b:1::101:101", LocalUseNat64),    // /96 layout of 1.1.1.1
+    ("64:ff9b:1:808:8:800::", LocalUseNat64), // /48 layout of 8.8.8.8
+    ("64:ff9b:1:1::808:808", LocalUseNat64),
+    ("64:ff9b:1::a00:1", LocalUseNat64),  // /96 layout of 10.0.0.1
+    ("64:ff9b:1::7f00:1", LocalUseNat64), // /96 layout of 127.0.0.1
+    ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", LocalUseNat64),
     // Embedded IPv4 judged as that IPv4.
     ("::ffff:127.0.0.1", Loopback),
     ("::ffff:10.0.0.1", Private),
@@ -64,7 +75,10 @@ const BLOCKED: &[(&str, AddressClass)] = &[
     ("::10.0.0.1", Private),
     ("64:ff9b::7f00:1", Loopback),
     ("64:ff9b::a00:1", Private),
-    ("64:ff9b:1::a00:1", Private),
+    ("64:ff9b::a9fe:a9fe", LinkLocal),
+    ("64:ff9b::c000:201", Documentation),
+    ("64:ff9b::ffff:ffff", Broadcast),
+    ("64:ff9b::", Unspecified),
     ("2002:7f00:1::", Loopback),
     ("2002:c0a8:101::1", Private),
     ("2002:e000:1::", Multicast),
@@ -90,7 +104,7 @@ const PUBLIC: &[&str] = &[
     "2a00:1450:4001::1",
     "::ffff:8.8.8.8",
     "64:ff9b::808:808",
-    "64:ff9b:1::808:808",
+    "64:ff9b::101:101",
     "2002:808:808::1",
     "2001:200::1",
 ];
@@ -136,6 +150,7 @@ fn every_class_has_a_lowercase_name() {
         ProtocolAssignment,
         Relay6to4,
         Discard,
+        LocalUseNat64,
     ];
     for class in classes {
         assert!(BLOCKED.iter().any(|&(_, c)| c == class), "{class:?} untested");
