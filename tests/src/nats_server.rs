@@ -10,6 +10,8 @@ pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
     child: Option<Child>,
+    /// Server configuration file text (e.g. `max_payload: 8192`), used from the next (re)start on.
+    pub config: Option<String>,
 }
 
 fn binary() -> String {
@@ -26,7 +28,15 @@ impl NatsServer {
     /// Starts a server with JetStream on a free port and waits until it accepts connections.
     pub async fn start() -> NatsServer {
         let store = std::env::temp_dir().join(format!("crm-test-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut server = NatsServer { port: crate::free_port(), store, child: None };
+        let mut server = NatsServer { port: crate::free_port(), store, child: None, config: None };
+        server.restart().await;
+        server
+    }
+
+    /// Starts a server like [`NatsServer::start`], with `config` as its configuration file.
+    pub async fn start_with_config(config: &str) -> NatsServer {
+        let store = std::env::temp_dir().join(format!("crm-test-nats-{}", uuid::Uuid::new_v4().simple()));
+        let mut server = NatsServer { port: crate::free_port(), store, child: None, config: Some(config.to_owned()) };
         server.restart().await;
         server
     }
@@ -37,7 +47,13 @@ impl NatsServer {
 
     /// (Re)starts the server on the same port and store.
     pub async fn restart(&mut self) {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(config) = &self.config {
+            let path = self.store.with_extension("conf");
+            std::fs::write(&path, config).expect("write nats-server config");
+            command.arg("-c").arg(path);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store)
             .arg("-l")
@@ -81,5 +97,6 @@ impl Drop for NatsServer {
         }
         let _ = std::fs::remove_dir_all(&self.store);
         let _ = std::fs::remove_file(self.store.with_extension("log"));
+        let _ = std::fs::remove_file(self.store.with_extension("conf"));
     }
 }

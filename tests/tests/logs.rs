@@ -1,5 +1,5 @@
-//! No log line, at any level, contains a webhook secret: the whole pipeline runs with every log captured at
-//! TRACE, then the capture is searched.
+//! No log line, at any level, contains a webhook secret or a search text: the whole pipeline runs with every log
+//! captured at TRACE (span fields included), then the capture is searched.
 
 use crm_tests::{Pipeline, Reply};
 use serde_json::json;
@@ -35,6 +35,9 @@ async fn no_log_line_contains_a_secret() {
     p.receiver.script([Reply::status(500).body("try again"), Reply::status(200)]);
     let (ws, token) = p.workspace(&p.receiver.url("/in"), SECRET).await;
     p.api.interest(ws, &token, "logs@example.com").await.expect(201);
+    // A search is personal data (a name, an email): it may be logged that there was one, never what it was.
+    const SEARCHED: &str = "Searched-Person-Name";
+    p.api.get(&format!("/v1/workspaces/{ws}/crm/rows?q={SEARCHED}"), Some(&token)).await.expect(200);
     p.receiver.wait_for(2, Duration::from_secs(10)).await;
     let settings = format!("/v1/workspaces/{ws}/settings/crm-webhook");
     let generated = p.api.post(&format!("{settings}/secret"), Some(&token), &json!({})).await.expect(200).json();
@@ -62,9 +65,12 @@ async fn no_log_line_contains_a_secret() {
     assert!(logs.lines().count() > 100, "the capture saw too little to prove anything: {} lines", logs.lines().count());
     assert!(logs.contains("webhook secret generated") && logs.contains("webhook settings saved"));
     let raw_new = new_secret.trim_start_matches("whsec_");
-    for (name, needle) in
-        [("set secret", SECRET), ("generated secret", new_secret.as_str()), ("generated key", raw_new)]
-    {
+    for (name, needle) in [
+        ("set secret", SECRET),
+        ("generated secret", new_secret.as_str()),
+        ("generated key", raw_new),
+        ("search text", SEARCHED),
+    ] {
         let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(needle)).collect();
         assert!(leaks.is_empty(), "{name} leaked into the logs: {leaks:?}");
     }

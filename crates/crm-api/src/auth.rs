@@ -1,9 +1,14 @@
 //! Authentication and capabilities (CONTRACT §2, "Auth and capabilities").
 //!
-//! Workspace tokens are random 32-byte values shown once; only their SHA-256 is stored, and every request looks
-//! the hash up, so a deleted token stops working on the very next request on every replica. The order of checks
-//! is fixed: no or unknown token → 401; a token of another workspace → 404 (as if the workspace did not exist, so
-//! tokens cannot probe for workspace ids); a role without the capability → 403.
+//! Workspace tokens are random 32-byte values shown once; only their SHA-256 is stored. A replica keeps the tokens
+//! it has seen in a short-lived cache ([`TokenCache`]); a revocation drops the token from every replica's cache
+//! before the DELETE is answered on the revoking one, and from the others as soon as its notification arrives. The
+//! order of checks is fixed: no or unknown token → 401; a token of another workspace → 404 (as if the workspace
+//! did not exist, so tokens cannot probe for workspace ids); a role without the capability → 403.
+//!
+//! The capability a route needs is part of its handler's signature ([`Authorized`]`<`[`can`]`::EditRows>`), and is
+//! checked by the extractor, before the handler's body extractor reads a byte of the body: a viewer cannot make
+//! the service buffer (or wait for) a body it would refuse anyway.
 
 use crate::error::ApiError;
 use crate::extract::WsPath;
@@ -20,42 +25,117 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long a known token is trusted without asking PostgreSQL. Revocation does not wait for it: the replica
-/// that deletes a token drops it at once, and tells the others (`NOTIFY crm_tokens`), which drop it on receipt;
-/// the bound only matters if a notification is ever missed (the listener also clears everything on reconnect).
+/// How long a known token is trusted without asking PostgreSQL. Revocation does not wait for it (see
+/// [`TokenCache`]); the bound only matters if a notification is ever missed.
 const TOKEN_TTL: Duration = Duration::from_secs(30);
 
-/// Token hash → (workspace, role), for known tokens only: an unknown token always asks the database, so a token
-/// is usable the moment it is created.
-/// Token hash → (cached at, workspace, role).
-type TokenEntries = HashMap<[u8; 32], (Instant, Uuid, Role)>;
+/// How long a revoking replica waits to hear its own revocation notification before answering the DELETE.
+const REVOCATION_ECHO_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Default)]
+struct Entries {
+    /// Bumped by every removal. A lookup notes it before asking PostgreSQL and caches its answer only if it has not
+    /// moved: a lookup that read the token before a revocation committed, and finishes after the revocation's
+    /// invalidation ran, must not put the revoked token back for the rest of its TTL.
+    generation: u64,
+    /// Token hash → (cached at, workspace, role), for known tokens only: an unknown token always asks the
+    /// database, so a token is usable the moment it is created.
+    tokens: HashMap<[u8; 32], (Instant, Uuid, Role)>,
+}
+
+/// The tokens this replica has recently seen. A revocation removes the token here on the replica that deleted it,
+/// and on every other replica when its `NOTIFY crm_tokens` arrives ([`TokenCache::heard_revocation`]); the
+/// listener clears everything when it may have missed notifications. The revoking replica answers only once it
+/// has heard its own notification, which PostgreSQL sends to every listener at the same moment, so by the time the
+/// client sees 204 the other replicas have it too.
+#[derive(Clone)]
 pub struct TokenCache {
-    entries: Arc<Mutex<TokenEntries>>,
+    entries: Arc<Mutex<Entries>>,
+    /// Revocations heard by this replica's listener: `Some(hash)`, or `None` for "everything may be stale".
+    heard: tokio::sync::broadcast::Sender<Option<[u8; 32]>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            entries: Arc::new(Mutex::new(Entries { generation: 0, tokens: HashMap::new() })),
+            heard: tokio::sync::broadcast::channel(256).0,
+        }
+    }
 }
 
 impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TokenEntries> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, hash: &[u8; 32]) -> Option<(Uuid, Role)> {
-        self.lock().get(hash).filter(|(at, _, _)| at.elapsed() < TOKEN_TTL).map(|(_, ws, role)| (*ws, *role))
+        self.lock().tokens.get(hash).filter(|(at, _, _)| at.elapsed() < TOKEN_TTL).map(|(_, ws, role)| (*ws, *role))
     }
 
-    fn put(&self, hash: [u8; 32], workspace_id: Uuid, role: Role) {
-        self.lock().insert(hash, (Instant::now(), workspace_id, role));
+    /// The generation to hand to [`TokenCache::put`] after a lookup that starts now.
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Caches a looked-up token, unless something was removed since the lookup began (`generation`).
+    fn put(&self, hash: [u8; 32], workspace_id: Uuid, role: Role, generation: u64) {
+        let mut entries = self.lock();
+        if entries.generation == generation {
+            entries.tokens.insert(hash, (Instant::now(), workspace_id, role));
+        }
     }
 
     pub fn remove(&self, hash: &[u8]) {
+        let mut entries = self.lock();
+        entries.generation += 1;
         if let Ok(hash) = <[u8; 32]>::try_from(hash) {
-            self.lock().remove(&hash);
+            entries.tokens.remove(&hash);
         }
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut entries = self.lock();
+        entries.generation += 1;
+        entries.tokens.clear();
+    }
+
+    /// The listener heard a revocation (`Some(hash)`) or may have missed some (`None`).
+    pub fn heard_revocation(&self, hash: Option<&[u8]>) {
+        match hash.and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+            Some(hash) => {
+                self.remove(&hash);
+                let _ = self.heard.send(Some(hash));
+            }
+            None => {
+                self.clear();
+                let _ = self.heard.send(None);
+            }
+        }
+    }
+
+    /// Starts listening for revocations heard, before a revocation commits.
+    pub fn watch(&self) -> RevocationWatch {
+        RevocationWatch(self.heard.subscribe())
+    }
+}
+
+/// Waits for this replica's listener to hear a revocation (see [`TokenCache`]).
+pub struct RevocationWatch(tokio::sync::broadcast::Receiver<Option<[u8; 32]>>);
+
+impl RevocationWatch {
+    /// Returns once the notification for `hash` (or a gap) was heard, or after a bounded wait if the listener is
+    /// away; in that case the other replicas drop the token on their listeners' reconnect, or at the TTL.
+    pub async fn heard(mut self, hash: &[u8]) -> bool {
+        let wait = async {
+            loop {
+                match self.0.recv().await {
+                    Ok(Some(heard)) if heard[..] == *hash => return true,
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        };
+        tokio::time::timeout(REVOCATION_ECHO_WAIT, wait).await.unwrap_or(false)
     }
 }
 
@@ -205,6 +285,53 @@ impl Caller {
     }
 }
 
+/// A capability as a type, for [`Authorized`].
+pub trait Needs {
+    const CAPABILITY: Capability;
+}
+
+/// One marker type per [`Capability`], named alike: `Authorized<can::EditRows>`.
+pub mod can {
+    use super::{Capability, Needs};
+
+    macro_rules! markers {
+        ($($name:ident),* $(,)?) => {$(
+            #[doc = concat!("Needs [`Capability::", stringify!($name), "`].")]
+            pub struct $name;
+            impl Needs for $name {
+                const CAPABILITY: Capability = Capability::$name;
+            }
+        )*};
+    }
+
+    markers!(ReadRows, ReadSettings, ReadDeliveries, RecordInterest, EditRows, WriteSettings, SendTestEvent, Redeliver);
+}
+
+/// A workspace token holder whose role grants `N`'s capability: 401, 404 and 403 are all decided from the request
+/// head, before the body is read.
+pub struct Authorized<N: Needs> {
+    caller: Caller,
+    needs: std::marker::PhantomData<N>,
+}
+
+impl<N: Needs> std::ops::Deref for Authorized<N> {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<N: Needs> FromRequestParts<AppState> for Authorized<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(N::CAPABILITY)?;
+        Ok(Authorized { caller, needs: std::marker::PhantomData })
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -214,9 +341,10 @@ impl FromRequestParts<AppState> for Caller {
         let (workspace_id, role) = match state.tokens.get(&hash) {
             Some(known) => known,
             None => {
+                let generation = state.tokens.generation();
                 let found =
                     crate::repo::workspaces::token_by_hash(&state.pool, &hash).await?.ok_or(ApiError::Unauthorized)?;
-                state.tokens.put(hash, found.workspace_id, found.role);
+                state.tokens.put(hash, found.workspace_id, found.role, generation);
                 (found.workspace_id, found.role)
             }
         };
@@ -239,6 +367,30 @@ mod tests {
         assert!(Role::Editor.grants(Capability::RecordInterest));
         assert!(!Role::Editor.grants(Capability::WriteSettings));
         assert!(Role::Admin.grants(Capability::Redeliver));
+    }
+
+    #[test]
+    fn a_lookup_that_straddles_a_revocation_is_not_cached() {
+        let cache = TokenCache::default();
+        let (hash, ws) = ([7u8; 32], Uuid::now_v7());
+        // The lookup starts (and reads the token) before the revocation; the invalidation runs before it finishes.
+        let generation = cache.generation();
+        cache.heard_revocation(Some(&hash));
+        cache.put(hash, ws, Role::Admin, generation);
+        assert_eq!(cache.get(&hash), None, "a revoked token was cached after its invalidation");
+        // A lookup that starts after the invalidation is cached as usual.
+        let generation = cache.generation();
+        cache.put(hash, ws, Role::Admin, generation);
+        assert_eq!(cache.get(&hash), Some((ws, Role::Admin)));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_watch_returns_when_its_hash_is_heard() {
+        let cache = TokenCache::default();
+        let watch = cache.watch();
+        cache.heard_revocation(Some(&[1u8; 32]));
+        cache.heard_revocation(Some(&[2u8; 32]));
+        assert!(watch.heard(&[2u8; 32]).await);
     }
 
     #[test]

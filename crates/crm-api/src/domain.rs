@@ -143,18 +143,57 @@ pub fn linkedin_url(raw: Option<String>) -> Result<Option<String>, String> {
     }
 }
 
-/// Largest serialised `custom_fields` object.
-const MAX_CUSTOM_FIELDS_BYTES: usize = 16 * 1024;
+/// Caps on a row's `custom_fields`, checked on every edit and on the merged result, so a row (and the event that
+/// carries it with its previous values) stays far below the stream's message size limit however many edits pile
+/// up. Together with the text caps a row's JSON is at most about 120 KiB.
+pub mod custom_field_caps {
+    /// Keys in the merged object.
+    pub const MAX_KEYS: usize = 100;
+    /// Characters in a key.
+    pub const MAX_KEY_CHARS: usize = 100;
+    /// Serialised bytes of one value.
+    pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+    /// Serialised bytes of the whole (merged) object.
+    pub const MAX_TOTAL_BYTES: usize = 16 * 1024;
+}
 
+/// Checks the `custom_fields` of an edit (a merge patch: `null` values remove keys) against the caps that do not
+/// depend on the row; [`merged_custom_fields`] checks the result of the merge.
 pub fn custom_fields(map: Map<String, Value>) -> Result<Map<String, Value>, String> {
-    let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > MAX_CUSTOM_FIELDS_BYTES {
-        return Err(format!("must serialise to at most {MAX_CUSTOM_FIELDS_BYTES} bytes"));
+    use custom_field_caps::*;
+    if map.keys().any(|k| k.trim().is_empty() || k.chars().count() > MAX_KEY_CHARS) {
+        return Err(format!("keys must be 1 to {MAX_KEY_CHARS} characters"));
     }
-    if map.keys().any(|k| k.is_empty() || k.chars().count() > 100) {
-        return Err("keys must be 1 to 100 characters".into());
+    if map.len() > MAX_KEYS {
+        return Err(format!("must have at most {MAX_KEYS} keys"));
+    }
+    if let Some((key, _)) = map.iter().find(|(_, v)| json_len(v) > MAX_VALUE_BYTES) {
+        return Err(format!("the value of `{key}` must serialise to at most {MAX_VALUE_BYTES} bytes"));
+    }
+    if json_len(&map) > MAX_TOTAL_BYTES {
+        return Err(format!("must serialise to at most {MAX_TOTAL_BYTES} bytes"));
     }
     Ok(map)
+}
+
+/// Checks a row's `custom_fields` after an edit was merged into it.
+pub fn merged_custom_fields(merged: &Map<String, Value>) -> Result<(), String> {
+    use custom_field_caps::*;
+    if merged.len() > MAX_KEYS {
+        return Err(format!("would leave the row with {} keys; at most {MAX_KEYS} are allowed", merged.len()));
+    }
+    let size = json_len(merged);
+    if size > MAX_TOTAL_BYTES {
+        return Err(format!(
+            "would leave the row's custom fields at {size} bytes; at most {MAX_TOTAL_BYTES} are allowed \
+             (remove keys by setting them to null)"
+        ));
+    }
+    Ok(())
+}
+
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -412,6 +451,24 @@ mod tests {
         let ApiError::Validation(errors) = body.validate().unwrap_err() else { panic!("expected validation") };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["email", "pipeline_stage", "deal_value", "next_step_at"]);
+    }
+
+    #[test]
+    fn custom_fields_are_capped_per_key_per_value_and_in_total() {
+        use custom_field_caps::*;
+        let map = |pairs: Vec<(String, Value)>| pairs.into_iter().collect::<Map<String, Value>>();
+        assert!(custom_fields(map(vec![("tier".into(), "gold".into())])).is_ok());
+        assert!(custom_fields(map(vec![("".into(), 1.into())])).is_err());
+        assert!(custom_fields(map(vec![("k".repeat(MAX_KEY_CHARS + 1), 1.into())])).is_err());
+        assert!(custom_fields(map(vec![("big".into(), "x".repeat(MAX_VALUE_BYTES).into())])).is_err());
+        let many = (0..=MAX_KEYS).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        assert!(custom_fields(map(many)).is_err());
+        let total = (0..5).map(|i| (format!("k{i}"), Value::from("x".repeat(4000)))).collect();
+        assert!(custom_fields(map(total)).is_err());
+        // Each edit fits, but the merged row would not.
+        let merged = (0..5).map(|i| (format!("k{i}"), Value::from("x".repeat(4000)))).collect::<Map<_, _>>();
+        assert!(merged_custom_fields(&merged).is_err());
+        assert!(merged_custom_fields(&Map::new()).is_ok());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     #[error("the service is not accepting requests right now")]
     Unavailable,
     #[error("too many requests in progress; retry shortly")]
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::MalformedBody(_) => "malformed-body",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::RequestTimeout => "request-timeout",
             ApiError::Unavailable => "unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::Internal(_) => "internal",

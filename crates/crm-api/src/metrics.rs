@@ -20,6 +20,10 @@ pub struct ApiMetrics {
     pub outbox_publish_errors: Counter,
     /// Time from an event's commit to the stream's acknowledgement.
     pub outbox_publish_latency: Histogram,
+    /// Events the relay set aside because they cannot be published (see `outbox_parked`).
+    pub outbox_parked_total: Counter,
+    /// Events currently parked, sampled by the relay.
+    pub outbox_parked: Gauge,
 }
 
 impl ApiMetrics {
@@ -34,6 +38,8 @@ impl ApiMetrics {
             outbox_duplicates: Counter::default(),
             outbox_publish_errors: Counter::default(),
             outbox_publish_latency: latency_histogram(),
+            outbox_parked_total: Counter::default(),
+            outbox_parked: Gauge::default(),
         };
         registry.with(|r| {
             r.register("crm_outbox_backlog", "Events committed but not yet published", metrics.outbox_backlog.clone());
@@ -48,6 +54,12 @@ impl ApiMetrics {
                 "Relay batches that failed and will be retried",
                 metrics.outbox_publish_errors.clone(),
             );
+            r.register(
+                "crm_outbox_parked_events",
+                "Events set aside because they cannot be published (too large for the stream server)",
+                metrics.outbox_parked_total.clone(),
+            );
+            r.register("crm_outbox_parked", "Events parked now, awaiting an operator", metrics.outbox_parked.clone());
             r.register(
                 "crm_outbox_publish_latency_seconds",
                 "Time from commit to stream acknowledgement",

@@ -6,6 +6,12 @@
 //! whoever claims it next republishes: the stream's duplicate window stores each id once. A failed pass (NATS or
 //! PostgreSQL away) rolls back and is retried with a growing pause, so nothing is lost while either is down.
 //!
+//! An event the stream server cannot take (larger than its `max_payload`, read from the connection's server info
+//! on every pass) would fail every pass and block every event behind it. Such an event is parked instead
+//! (`outbox_parked`, with the reason, in the same transaction), counted, and left for an operator to inspect and
+//! re-drive (`/admin/outbox/parked`); the batch goes on without it. The API's row caps keep events far below the
+//! default 1 MiB limit, so this only happens on a server configured with a small one.
+//!
 //! It wakes on the `crm_outbox` notification that every outbox insert sends at commit, and polls as a fallback
 //! for notifications missed while its listening connection was down.
 
@@ -31,11 +37,28 @@ pub enum RelayError {
     Publish(#[source] async_nats::Error),
 }
 
+/// Room left in a message for its headers (`Nats-Msg-Id`, trace context) and the protocol line around them, when
+/// the payload's size is compared with the server's `max_payload`.
+pub const HEADER_ALLOWANCE: usize = 4 * 1024;
+
 /// What one pass published.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassStats {
     pub published: usize,
     pub duplicates: usize,
+    /// Events set aside because the stream server cannot take them.
+    pub parked: usize,
+}
+
+/// What [`publish`] did with a batch: the stats, and the events it did not publish, with why.
+pub struct Published<'a> {
+    pub stats: PassStats,
+    pub parked: Vec<(&'a Pending, String)>,
+}
+
+/// The largest event payload the connected server takes, leaving [`HEADER_ALLOWANCE`] for headers.
+pub fn event_size_ceiling(js: &jetstream::Context) -> usize {
+    js.client().server_info().max_payload.saturating_sub(HEADER_ALLOWANCE)
 }
 
 #[derive(Clone)]
@@ -74,7 +97,7 @@ impl Relay {
             let full = match self.pass().await {
                 Ok(stats) => {
                     backoff = Duration::from_millis(100);
-                    stats.published as i64 == self.batch_size
+                    (stats.published + stats.parked) as i64 == self.batch_size
                 }
                 Err(e) => {
                     self.metrics.outbox_publish_errors.inc();
@@ -90,6 +113,9 @@ impl Relay {
             if last_backlog_sample.elapsed() >= Duration::from_secs(1) {
                 if let Ok(n) = outbox::backlog(&self.pool).await {
                     self.metrics.outbox_backlog.set(n);
+                }
+                if let Ok(n) = outbox::parked_count(&self.pool).await {
+                    self.metrics.outbox_parked.set(n);
                 }
                 last_backlog_sample = Instant::now();
             }
@@ -114,8 +140,15 @@ impl Relay {
             tx.commit().await?;
             return Ok(PassStats::default());
         }
-        let stats = publish(&self.js, &pending).await?;
+        let Published { stats, parked } = publish(&self.js, &pending).await?;
+        if !parked.is_empty() {
+            outbox::park(&mut tx, &parked).await?;
+        }
         tx.commit().await?;
+        for (p, reason) in &parked {
+            tracing::error!(seq = p.seq, event_id = %p.msg_id, %reason, "outbox event parked: it cannot be published");
+        }
+        self.metrics.outbox_parked_total.inc_by(parked.len() as u64);
         self.metrics.outbox_published.inc_by(stats.published as u64);
         self.metrics.outbox_duplicates.inc_by(stats.duplicates as u64);
         let now = chrono::Utc::now();
@@ -129,10 +162,17 @@ impl Relay {
 }
 
 /// Publishes a batch and awaits every acknowledgement. Sends first and awaits after, so the batch costs about one
-/// round trip rather than one per event.
-pub async fn publish(js: &jetstream::Context, pending: &[Pending]) -> Result<PassStats, RelayError> {
+/// round trip rather than one per event. An event larger than the server takes is not sent but returned to be
+/// parked; any other failure fails the whole batch (NATS away: the pass is retried).
+pub async fn publish<'a>(js: &jetstream::Context, pending: &'a [Pending]) -> Result<Published<'a>, RelayError> {
+    let ceiling = event_size_ceiling(js);
     let mut acks = Vec::with_capacity(pending.len());
+    let mut parked = Vec::new();
     for p in pending {
+        if p.payload.len() > ceiling {
+            parked.push((p, too_large(p.payload.len(), ceiling)));
+            continue;
+        }
         let mut headers = p.headers.clone();
         // A traced change gets a publish span in its trace, and the worker continues from that span.
         if headers.contains_key("traceparent") {
@@ -145,9 +185,27 @@ pub async fn publish(js: &jetstream::Context, pending: &[Pending]) -> Result<Pas
             message = message.header(name.as_str(), value.as_str());
         }
         let message = message.message_id(p.msg_id.to_string());
-        let ack = js.send_publish(p.subject.clone(), message).await.map_err(|e| RelayError::Publish(e.into()))?;
-        acks.push(ack.into_future());
+        match js.send_publish(p.subject.clone(), message).await {
+            Ok(ack) => acks.push(ack.into_future()),
+            // The headers pushed it over after all: the client refused it before sending.
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                parked.push((p, too_large(p.payload.len(), ceiling)));
+            }
+            Err(e) => return Err(RelayError::Publish(e.into())),
+        }
     }
     let acks = try_join_all(acks).await.map_err(|e| RelayError::Publish(e.into()))?;
-    Ok(PassStats { published: acks.len(), duplicates: acks.iter().filter(|a| a.duplicate).count() })
+    let stats = PassStats {
+        published: acks.len(),
+        duplicates: acks.iter().filter(|a| a.duplicate).count(),
+        parked: parked.len(),
+    };
+    Ok(Published { stats, parked })
+}
+
+fn too_large(size: usize, ceiling: usize) -> String {
+    format!(
+        "event of {size} bytes is larger than the {ceiling} bytes the stream server takes \
+         (its max_payload less {HEADER_ALLOWANCE} bytes for headers)"
+    )
 }

@@ -23,6 +23,7 @@ pub struct Application {
     state: AppState,
     stream_config: async_nats::jetstream::stream::Config,
     js: async_nats::jetstream::Context,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -44,6 +45,7 @@ impl Application {
             admin_token_hash: config.admin_token.as_ref().map(|t| crate::auth::hash_token(t.expose_secret())),
             metrics: metrics.clone(),
             tokens: crate::auth::TokenCache::default(),
+            body_read_timeout: config.body_read_timeout,
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
@@ -61,7 +63,8 @@ impl Application {
             TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
         let port = listener.local_addr()?.port();
         let stream_config = nats::stream_config(&config.common.stream, &state.subjects, config.common.stream_replicas);
-        Ok(Application { listener, port, router, relay, state, stream_config, js })
+        let header_read_timeout = config.header_read_timeout;
+        Ok(Application { listener, port, router, relay, state, stream_config, js, header_read_timeout })
     }
 
     pub fn port(&self) -> u16 {
@@ -79,10 +82,7 @@ impl Application {
         let relay_task = tokio::spawn(run_relay(self.js, self.stream_config, self.relay, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.pool.clone(), shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("serving HTTP")?;
+        service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
         let _ = relay_task.await;
         let _ = housekeeping.await;
@@ -135,11 +135,8 @@ async fn housekeeping(pool: sqlx::PgPool, shutdown: CancellationToken) {
 /// cached token when announcements may have been missed.
 async fn follow_revocations(state: AppState, shutdown: CancellationToken) {
     service_common::db::follow_channel(&state.pool, "crm_tokens", &shutdown, |heard| match heard {
-        Heard::Notification(payload) => match decode_hex(payload) {
-            Some(hash) => state.tokens.remove(&hash),
-            None => state.tokens.clear(),
-        },
-        Heard::Gap => state.tokens.clear(),
+        Heard::Notification(payload) => state.tokens.heard_revocation(decode_hex(payload).as_deref()),
+        Heard::Gap => state.tokens.heard_revocation(None),
     })
     .await
 }

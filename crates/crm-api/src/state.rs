@@ -16,4 +16,6 @@ pub struct AppState {
     pub admin_token_hash: Option<[u8; 32]>,
     pub metrics: ApiMetrics,
     pub tokens: crate::auth::TokenCache,
+    /// How long a client may take to send a request body (`CRM_API_BODY_TIMEOUT_MS`).
+    pub body_read_timeout: std::time::Duration,
 }

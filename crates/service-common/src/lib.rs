@@ -12,6 +12,7 @@ pub mod db;
 pub mod health;
 pub mod metrics;
 pub mod nats;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

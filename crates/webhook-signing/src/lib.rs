@@ -73,6 +73,10 @@ pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// Prefix of secrets whose remainder is the base64-encoded key.
 pub const SECRET_PREFIX: &str = "whsec_";
+/// The shortest key a new secret may give: 16 bytes (128 bits). Standard Webhooks uses 24 to 64; a `whsec_AA==`
+/// would otherwise sign with a 1-byte key. Checked where secrets are saved ([`key_len`]); keys already stored
+/// still sign, so tightening the rule never silently stops a running webhook.
+pub const MIN_KEY_BYTES: usize = 16;
 /// Prefix of each token in the crm signature header.
 const CRM_SIGNATURE_PREFIX: &str = "sha256=";
 /// Version prefix of each supported token in the Standard Webhooks header.
@@ -112,6 +116,18 @@ pub enum VerifyError {
     /// No supported signature in the header matches any of the verifier's keys.
     #[error("no matching signature found")]
     NoMatchingSignature,
+}
+
+/// The length in bytes of the HMAC key a secret gives (see [`SigningKey::from_secret`]), or why it gives none.
+pub fn key_len(secret: &str) -> Result<usize, KeyError> {
+    let len = match secret.strip_prefix(SECRET_PREFIX) {
+        Some(encoded) => BASE64.decode(encoded).map_err(|_| KeyError::InvalidBase64)?.len(),
+        None => secret.len(),
+    };
+    if len == 0 {
+        return Err(KeyError::EmptySecret);
+    }
+    Ok(len)
 }
 
 /// HMAC key derived from a webhook secret.

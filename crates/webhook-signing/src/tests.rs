@@ -341,3 +341,13 @@ fn missing_headers_fail() {
         Err(VerifyError::MissingHeader(STANDARD_SIGNATURE_HEADER))
     );
 }
+
+#[test]
+fn key_len_reports_the_decoded_length() {
+    assert_eq!(key_len("whsec_AA=="), Ok(1));
+    assert_eq!(key_len(&generate_secret([7u8; 24])), Ok(24));
+    assert_eq!(key_len("a-plain-secret-of-24-chr"), Ok(24));
+    assert_eq!(key_len("whsec_"), Err(KeyError::EmptySecret));
+    assert_eq!(key_len("whsec_%%%"), Err(KeyError::InvalidBase64));
+    assert!(key_len("whsec_AA==").unwrap() < MIN_KEY_BYTES);
+}

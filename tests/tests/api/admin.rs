@@ -163,3 +163,51 @@ async fn a_revoked_token_stops_working_on_every_replica_at_once() {
     .await;
     other.stop().await;
 }
+
+#[tokio::test]
+async fn requests_racing_a_revocation_on_two_replicas_never_bring_the_token_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let app = TestApp::spawn().await;
+    let other = crm_tests::ApiProcess::start(crm_tests::base_env(&app.db, &app.stream)).await;
+    let ws = app.api.create_workspace("Acme").await;
+    let created = app
+        .api
+        .post(&format!("/admin/workspaces/{ws}/tokens"), Some(ADMIN_TOKEN), &json!({"role": "viewer", "name": "r"}))
+        .await
+        .expect(201)
+        .json();
+    let (token, id) = (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    let rows = format!("/v1/workspaces/{ws}/crm/rows");
+    let revoked = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(AtomicUsize::new(0));
+    // Readers on both replicas keep looking the token up (and refilling the caches) while the revocation commits.
+    let mut readers = Vec::new();
+    for api in [app.api.clone(), other.api.clone(), app.api.clone(), other.api.clone()] {
+        let (rows, token, revoked, after) = (rows.clone(), token.clone(), revoked.clone(), after.clone());
+        readers.push(tokio::spawn(async move {
+            let mut accepted_after_revocation = 0;
+            while after.load(Ordering::SeqCst) < 400 {
+                let started_after = revoked.load(Ordering::SeqCst);
+                let status = api.get(&rows, Some(&token)).await.status;
+                if started_after {
+                    after.fetch_add(1, Ordering::SeqCst);
+                    if status != 401 {
+                        accepted_after_revocation += 1;
+                    }
+                }
+            }
+            accepted_after_revocation
+        }));
+    }
+    app.api.get(&rows, Some(&token)).await.expect(200);
+    other.api.get(&rows, Some(&token)).await.expect(200);
+    app.api.delete(&format!("/admin/workspaces/{ws}/tokens/{id}"), Some(ADMIN_TOKEN)).await.expect(204);
+    revoked.store(true, Ordering::SeqCst);
+    let mut accepted = 0;
+    for reader in readers {
+        accepted += reader.await.unwrap();
+    }
+    assert_eq!(accepted, 0, "requests started after the DELETE answered were accepted with the revoked token");
+    other.stop().await;
+}

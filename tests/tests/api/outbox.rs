@@ -128,8 +128,8 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
         let mut tx = pool.begin().await.unwrap();
         let claimed = outbox::take(&mut tx, 100).await.unwrap();
         assert_eq!(claimed.len(), 3);
-        let stats = relay::publish(&service_common::nats::jetstream(js.client()), &claimed).await.unwrap();
-        assert_eq!(stats, relay::PassStats { published: 3, duplicates: 0 });
+        let stats = relay::publish(&service_common::nats::jetstream(js.client()), &claimed).await.unwrap().stats;
+        assert_eq!(stats, relay::PassStats { published: 3, duplicates: 0, parked: 0 });
         drop(tx);
     }
     assert_eq!(stream::message_count(&js, &names.stream).await, 3);

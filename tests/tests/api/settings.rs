@@ -24,7 +24,7 @@ async fn settings_default_then_save_masked_and_encrypted() {
     assert_eq!(
         defaults,
         json!({"enabled": false, "url": null, "events": ["crm_row.created", "crm_row.updated"], "secret_set": false,
-               "secret_last4": null, "updated_at": null, "disabled_reason": null})
+               "secret_last4": null, "updated_at": null, "disabled_reason": null, "previous_secret_expires_at": null})
     );
 
     let saved = app.api.put(&path, Some(&admin), &good_settings()).await.expect(200);

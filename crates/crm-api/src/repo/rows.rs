@@ -128,8 +128,9 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// Newest first. Ids are UUIDv7, so `id DESC` is creation order and the id is the cursor.
-#[tracing::instrument(skip(db))]
+/// Newest first. Ids are UUIDv7, so `id DESC` is creation order and the id is the cursor. The span says whether
+/// there was a search, never what was searched for: the text is usually a person's name or email.
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, stage = ?f.stage, search = f.q.is_some()))]
 pub async fn list(db: impl PgExecutor<'_>, workspace_id: Uuid, f: &ListFilter) -> Result<Vec<CrmRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM crm_rows
@@ -374,7 +375,11 @@ async fn interest_update_once(
 /// Why a patch was not applied.
 pub enum PatchOutcome {
     NotFound,
-    Stale { current: i64 },
+    /// The merged row would break a cap (`field`, why); nothing was written.
+    Invalid(&'static str, String),
+    Stale {
+        current: i64,
+    },
     Unchanged(Box<CrmRow>),
     Changed(Box<Change>),
 }
@@ -429,6 +434,11 @@ async fn patch_once(
         }
     }
     let wanted = patched(&before, patch);
+    if patch.custom_fields.is_some() {
+        if let Err(message) = crate::domain::merged_custom_fields(&wanted.custom_fields) {
+            return Ok(Some(PatchOutcome::Invalid("custom_fields", message)));
+        }
+    }
     if wanted == before {
         return Ok(Some(PatchOutcome::Unchanged(Box::new(before))));
     }

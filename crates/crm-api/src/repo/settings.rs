@@ -14,6 +14,8 @@ pub struct StoredSettings {
     pub secret_last4: Option<String>,
     pub disabled_reason: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Until when the replaced secret still signs (a rotation in progress); `None` when there is none.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 impl StoredSettings {
@@ -29,7 +31,9 @@ impl StoredSettings {
 #[tracing::instrument(skip(db))]
 pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at
+        "SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at,
+                CASE WHEN previous_secret_sealed IS NOT NULL AND previous_secret_expires_at > now()
+                     THEN previous_secret_expires_at END AS previous_secret_expires_at
            FROM webhook_settings WHERE workspace_id = $1",
     )
     .bind(workspace_id)
@@ -45,6 +49,7 @@ pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSe
             secret_last4: r.get("secret_last4"),
             disabled_reason: r.get("disabled_reason"),
             updated_at: r.get("updated_at"),
+            previous_secret_expires_at: r.get("previous_secret_expires_at"),
         },
     })
 }
@@ -106,6 +111,25 @@ pub async fn save(
     .await?;
     notify_changed(&mut *tx, workspace_id).await?;
     get(&mut *tx, workspace_id).await
+}
+
+/// Forgets the replaced secret at once, ending a rotation early (for a secret replaced because it leaked), and
+/// tells the workers. Returns whether there was one to forget.
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+pub async fn drop_previous_secret(tx: &mut PgConnection, workspace_id: Uuid) -> Result<bool, sqlx::Error> {
+    let dropped = sqlx::query(
+        "UPDATE webhook_settings SET previous_secret_sealed = NULL, previous_secret_expires_at = NULL, updated_at = now()
+          WHERE workspace_id = $1 AND previous_secret_sealed IS NOT NULL",
+    )
+    .bind(workspace_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if dropped {
+        notify_changed(&mut *tx, workspace_id).await?;
+    }
+    Ok(dropped)
 }
 
 /// Tells every worker (at commit) that this workspace's settings changed.

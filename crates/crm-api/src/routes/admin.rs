@@ -3,17 +3,16 @@
 use crate::auth::{generate_token, Admin, Role};
 use crate::domain::{text, Validator};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, WsPath};
+use crate::extract::{ApiJson, ApiQuery, WsPath};
 use crate::pagination;
 use crate::repo::workspaces;
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +38,7 @@ pub async fn create_workspace(
 pub async fn list_workspaces(
     _: Admin,
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery,
 ) -> ApiResult<impl IntoResponse> {
     let page = pagination::params(&query, Vec::new())?;
     let found = workspaces::list(&state.pool, page.after, page.limit + 1).await?;
@@ -95,9 +94,14 @@ pub async fn create_token(
 
 pub async fn delete_token(_: Admin, path: WsPath, State(state): State<AppState>) -> ApiResult<StatusCode> {
     let id = path.id.ok_or(ApiError::NotFound("token"))?;
+    // Listen before the revocation commits, so its notification cannot slip past.
+    let watch = state.tokens.watch();
     match workspaces::delete_token(&state.pool, path.workspace_id, id).await? {
         Some(hash) => {
             state.tokens.remove(&hash);
+            if !watch.heard(&hash).await {
+                tracing::warn!("revocation notification not heard in time; other replicas drop the token on reconnect");
+            }
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::NotFound("token")),

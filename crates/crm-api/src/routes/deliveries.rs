@@ -1,23 +1,22 @@
 //! The delivery log: list, one delivery with its attempts, and redeliver.
 
-use crate::auth::{Caller, Capability};
+use crate::auth::{can, Authorized};
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::extract::ApiQuery;
 use crate::pagination;
 use crate::repo::deliveries::{self, RedeliverOutcome, STATUSES};
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 pub async fn list(
-    caller: Caller,
+    caller: Authorized<can::ReadDeliveries>,
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Capability::ReadDeliveries)?;
     let mut errors = Vec::new();
     let status = query.get("status").map(String::as_str).filter(|s| !s.is_empty());
     if status.is_some_and(|s| !STATUSES.contains(&s)) {
@@ -29,8 +28,7 @@ pub async fn list(
     Ok(Json(json!({"deliveries": items, "next_cursor": next})))
 }
 
-pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    caller.require(Capability::ReadDeliveries)?;
+pub async fn get(caller: Authorized<can::ReadDeliveries>, State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let mut conn = state.pool.acquire().await?;
     let (delivery, attempts) =
         deliveries::get(&mut conn, caller.workspace_id, caller.id()?).await?.ok_or(ApiError::NotFound("delivery"))?;
@@ -40,8 +38,10 @@ pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Jso
     Ok(Json(body))
 }
 
-pub async fn redeliver(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    caller.require(Capability::Redeliver)?;
+pub async fn redeliver(
+    caller: Authorized<can::Redeliver>,
+    State(state): State<AppState>,
+) -> ApiResult<impl IntoResponse> {
     let id = caller.id()?;
     let mut tx = state.pool.begin().await?;
     match deliveries::redeliver(&mut tx, &state.subjects, caller.workspace_id, id).await? {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod deliveries;
+mod outbox;
 mod rows;
 mod settings;
 
@@ -24,11 +25,14 @@ pub fn router(state: AppState, max_in_flight: usize) -> Router {
         .route("/admin/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
         .route("/admin/workspaces/{ws}/tokens", post(admin::create_token))
         .route("/admin/workspaces/{ws}/tokens/{id}", delete(admin::delete_token))
+        .route("/admin/outbox/parked", get(outbox::list_parked))
+        .route("/admin/outbox/parked/{seq}/redrive", post(outbox::redrive))
         .route("/v1/workspaces/{ws}/crm/interest", post(rows::record_interest))
         .route("/v1/workspaces/{ws}/crm/rows", get(rows::list))
         .route("/v1/workspaces/{ws}/crm/rows/{id}", get(rows::get).patch(rows::patch))
         .route("/v1/workspaces/{ws}/settings/crm-webhook", get(settings::get).put(settings::put))
         .route("/v1/workspaces/{ws}/settings/crm-webhook/secret", post(settings::generate_secret))
+        .route("/v1/workspaces/{ws}/settings/crm-webhook/secret/previous", delete(settings::drop_previous_secret))
         .route("/v1/workspaces/{ws}/settings/crm-webhook/test", post(settings::send_test))
         .route("/v1/workspaces/{ws}/crm-webhook/deliveries", get(deliveries::list))
         .route("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}", get(deliveries::get))
@@ -79,6 +83,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/workspaces"),
     ("post", "/admin/workspaces/{ws}/tokens"),
     ("delete", "/admin/workspaces/{ws}/tokens/{id}"),
+    ("get", "/admin/outbox/parked"),
+    ("post", "/admin/outbox/parked/{seq}/redrive"),
     ("post", "/v1/workspaces/{ws}/crm/interest"),
     ("get", "/v1/workspaces/{ws}/crm/rows"),
     ("get", "/v1/workspaces/{ws}/crm/rows/{id}"),
@@ -86,6 +92,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/workspaces/{ws}/settings/crm-webhook"),
     ("put", "/v1/workspaces/{ws}/settings/crm-webhook"),
     ("post", "/v1/workspaces/{ws}/settings/crm-webhook/secret"),
+    ("delete", "/v1/workspaces/{ws}/settings/crm-webhook/secret/previous"),
     ("post", "/v1/workspaces/{ws}/settings/crm-webhook/test"),
     ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries"),
     ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}"),

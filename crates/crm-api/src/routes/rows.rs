@@ -1,21 +1,20 @@
 //! CRM rows: the interest upsert, the list, one row, and the sheet's cell edit.
 
-use crate::auth::{Caller, Capability};
+use crate::auth::{can, Authorized};
 use crate::domain::{InterestBody, PatchBody};
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::extract::{parse_json, JsonBytes};
+use crate::extract::{parse_json, ApiQuery, JsonBytes};
 use crate::pagination;
 use crate::repo::rows::{self, etag, IfMatch, ListFilter, PatchOutcome};
 use crate::repo::{idempotency, is_unique_violation};
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{SubsecRound, Utc};
 use crm_mapping::CrmRow;
 use serde_json::json;
-use std::collections::HashMap;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -41,12 +40,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 pub async fn record_interest(
-    caller: Caller,
+    caller: Authorized<can::RecordInterest>,
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
-    caller.require(Capability::RecordInterest)?;
     let interest = parse_json::<InterestBody>(&body)?.validate()?;
     let key = idempotency_key(&headers)?;
     let request_hash = idempotency::request_hash(&body);
@@ -87,11 +85,10 @@ pub async fn record_interest(
 }
 
 pub async fn list(
-    caller: Caller,
+    caller: Authorized<can::ReadRows>,
     State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    ApiQuery(query): ApiQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
-    caller.require(Capability::ReadRows)?;
     let mut errors = Vec::new();
     let stage = match query.get("stage").filter(|s| !s.is_empty()) {
         None => None,
@@ -108,19 +105,17 @@ pub async fn list(
     Ok(Json(json!({"rows": items, "next_cursor": next})))
 }
 
-pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Response> {
-    caller.require(Capability::ReadRows)?;
+pub async fn get(caller: Authorized<can::ReadRows>, State(state): State<AppState>) -> ApiResult<Response> {
     let row = rows::get(&state.pool, caller.workspace_id, caller.id()?).await?.ok_or(ApiError::NotFound("row"))?;
     Ok(row_response(StatusCode::OK, &row))
 }
 
 pub async fn patch(
-    caller: Caller,
+    caller: Authorized<can::EditRows>,
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Response> {
-    caller.require(Capability::EditRows)?;
     let patch = parse_json::<PatchBody>(&body)?.validate()?;
     let if_match = headers.get(header::IF_MATCH).map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
     let mut conn = state.pool.acquire().await?;
@@ -137,6 +132,7 @@ pub async fn patch(
     };
     match outcome {
         PatchOutcome::NotFound => Err(ApiError::NotFound("row")),
+        PatchOutcome::Invalid(field, message) => Err(ApiError::field(field, message)),
         PatchOutcome::Stale { current } => Err(ApiError::PreconditionFailed { current }),
         PatchOutcome::Unchanged(row) => Ok(row_response(StatusCode::OK, &row)),
         PatchOutcome::Changed(change) => Ok(row_response(StatusCode::OK, &change.after)),

@@ -1,7 +1,7 @@
 //! The workspace's CRM webhook settings. The secret is write-only: it goes in through `PUT` or comes out once from
 //! the generate route, and is otherwise never returned, logged or traced; only `secret_set` and `secret_last4` are.
 
-use crate::auth::{Caller, Capability};
+use crate::auth::{can, Authorized};
 use crate::domain::{double_option, Validator};
 use crate::error::ApiResult;
 use crate::events;
@@ -30,6 +30,9 @@ pub struct SettingsView {
     updated_at: Option<DateTime<Utc>>,
     /// Why the system turned the webhook off (for example the endpoint answered 410 Gone); null otherwise.
     disabled_reason: Option<String>,
+    /// While a replaced secret still signs beside the current one: until when. Null when there is none.
+    #[serde(serialize_with = "crate::json::opt_timestamp")]
+    previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<StoredSettings> for SettingsView {
@@ -42,12 +45,15 @@ impl From<StoredSettings> for SettingsView {
             secret_last4: s.secret_last4,
             updated_at: s.updated_at,
             disabled_reason: s.disabled_reason,
+            previous_secret_expires_at: s.previous_secret_expires_at,
         }
     }
 }
 
-pub async fn get(caller: Caller, State(state): State<AppState>) -> ApiResult<Json<SettingsView>> {
-    caller.require(Capability::ReadSettings)?;
+pub async fn get(
+    caller: Authorized<can::ReadSettings>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<SettingsView>> {
     Ok(Json(settings::get(&state.pool, caller.workspace_id).await?.into()))
 }
 
@@ -68,9 +74,14 @@ pub struct SettingsBody {
 fn check_secret(secret: &SecretString) -> Result<(), String> {
     let value = secret.expose_secret();
     if value.starts_with(webhook_signing::SECRET_PREFIX) {
-        return webhook_signing::SigningKey::from_secret(value)
-            .map(|_| ())
-            .map_err(|_| "a whsec_ secret must be followed by base64".to_owned());
+        let min = webhook_signing::MIN_KEY_BYTES;
+        return match webhook_signing::key_len(value) {
+            Ok(len) if (min..=256).contains(&len) => Ok(()),
+            Ok(_) | Err(webhook_signing::KeyError::EmptySecret) => {
+                Err(format!("a whsec_ secret must decode to {min} to 256 bytes"))
+            }
+            Err(_) => Err("a whsec_ secret must be followed by base64".to_owned()),
+        };
     }
     let len = value.chars().count();
     if !(16..=256).contains(&len) {
@@ -88,11 +99,10 @@ fn last4(secret: &SecretString) -> String {
 }
 
 pub async fn put(
-    caller: Caller,
+    caller: Authorized<can::WriteSettings>,
     State(state): State<AppState>,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<SettingsView>> {
-    caller.require(Capability::WriteSettings)?;
     let body: SettingsBody = parse_json(&body)?;
     let mut v = Validator::default();
     let url = match body.url.flatten().filter(|u| !u.trim().is_empty()) {
@@ -142,8 +152,10 @@ pub async fn put(
 }
 
 /// Generates a `whsec_` secret, stores it (the replaced one stays valid for 24 hours) and shows it this once.
-pub async fn generate_secret(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    caller.require(Capability::WriteSettings)?;
+pub async fn generate_secret(
+    caller: Authorized<can::WriteSettings>,
+    State(state): State<AppState>,
+) -> ApiResult<impl IntoResponse> {
     let secret = SecretString::from(webhook_signing::generate_secret(service_common::crypto::random_bytes()));
     let mut tx = state.pool.begin().await?;
     let current = settings::lock(&mut tx, caller.workspace_id).await?;
@@ -155,9 +167,24 @@ pub async fn generate_secret(caller: Caller, State(state): State<AppState>) -> A
     Ok((StatusCode::OK, Json(json!({"secret": secret.expose_secret()}))))
 }
 
+/// Stops signing with the replaced secret at once: for a secret that was replaced because it leaked, the 24-hour
+/// overlap would keep the leaked one valid. Idempotent: 204 whether or not a previous secret was kept.
+pub async fn drop_previous_secret(
+    caller: Authorized<can::WriteSettings>,
+    State(state): State<AppState>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.pool.begin().await?;
+    let dropped = settings::drop_previous_secret(&mut tx, caller.workspace_id).await?;
+    tx.commit().await?;
+    tracing::info!(workspace_id = %caller.workspace_id, dropped, "previous webhook secret dropped");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Queues a `webhook.test` event through the same pipeline as row changes.
-pub async fn send_test(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    caller.require(Capability::SendTestEvent)?;
+pub async fn send_test(
+    caller: Authorized<can::SendTestEvent>,
+    State(state): State<AppState>,
+) -> ApiResult<impl IntoResponse> {
     let mut tx = state.pool.begin().await?;
     let event = events::test_event(&mut tx, &state.subjects, caller.workspace_id).await?;
     crate::repo::deliveries::create_pending(&mut tx, &event).await?;
