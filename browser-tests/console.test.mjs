@@ -638,6 +638,14 @@ test('webhook settings: errors at the field, a write-only secret, generate-and-s
   await page.waitForFunction(() => document.querySelector('#wh-secret-state').textContent.includes('••••'));
   await secretNowhere(second, 'after leaving the page with the box open');
 
+  // The replaced secret still signs during the rotation; it can be stopped at once (a leaked secret).
+  await page.waitForSelector('#wh-drop-previous:not([hidden])');
+  assert.match(await page.textContent('#wh-previous-state'), /previous secret also signs until/);
+  await page.click('#wh-drop-previous');
+  await page.waitForSelector('#wh-drop-previous', { state: 'hidden' });
+  const dropped = await expectStatus(v1('GET', '/settings/crm-webhook'), 200);
+  assert.equal(dropped.previous_secret_expires_at, null);
+
   // Send a test event: the receiver gets a signed webhook.test.
   await page.click('#wh-test');
   await page.waitForSelector('#wh-status a[href^="#/deliveries/"]');

@@ -885,6 +885,9 @@ function settingsView(main, { signal }) {
     'aria-describedby': 'wh-secret-state wh-secret-help wh-secret-error',
   });
   const generate = h('button', { type: 'button', id: 'wh-generate', text: 'Generate new secret' });
+  // During a rotation the replaced secret still signs; if it was replaced because it leaked, end that now.
+  const previousState = h('p', { class: 'help', id: 'wh-previous-state', hidden: true });
+  const dropPrevious = h('button', { type: 'button', id: 'wh-drop-previous', hidden: true, text: 'Stop signing with the old secret now' });
   const onceSlot = h('div', { id: 'wh-once-slot' });
   const save = h('button', { type: 'submit', class: 'primary', id: 'wh-save', text: 'Save' });
   const test = h('button', { type: 'button', id: 'wh-test', text: 'Send test event' });
@@ -918,7 +921,8 @@ function settingsView(main, { signal }) {
           + 'Generating replaces it at once (the previous one stays valid for 24 hours).',
       }),
       fieldError('wh-secret-error'),
-      h('div', { class: 'row-actions' }, generate)),
+      previousState,
+      h('div', { class: 'row-actions' }, generate, dropPrevious)),
     onceSlot,
     formError,
     h('div', { class: 'actions' }, save, test),
@@ -965,6 +969,12 @@ function settingsView(main, { signal }) {
     secretState.dataset.last4 = s.secret_last4 ?? '';
     secret.placeholder = s.secret_set ? 'Leave empty to keep the current secret' : 'Paste a secret, or generate one';
     secret.value = '';
+    const rotating = !!s.previous_secret_expires_at;
+    previousState.hidden = !rotating;
+    dropPrevious.hidden = !rotating;
+    previousState.textContent = rotating
+      ? `The previous secret also signs until ${shortTime(s.previous_secret_expires_at)} UTC, so receivers can switch.`
+      : '';
     disabledNotice.hidden = !s.disabled_reason;
     disabledNotice.textContent = s.disabled_reason ? `The webhook was turned off: ${s.disabled_reason}` : '';
     updated.textContent = s.updated_at ? `Last saved ${shortTime(s.updated_at)} UTC.` : 'Not saved yet.';
@@ -1046,6 +1056,20 @@ function settingsView(main, { signal }) {
       if (!isAbort(e)) showProblem(e);
     } finally {
       generate.disabled = false;
+    }
+  });
+
+  dropPrevious.addEventListener('click', async () => {
+    dropPrevious.disabled = true;
+    try {
+      await api('DELETE', '/settings/crm-webhook/secret/previous', { signal });
+      await refresh();
+      generate.focus();
+      ui.setStatus('The previous secret no longer signs anything.');
+    } catch (e) {
+      if (!isAbort(e)) ui.setStatus(e.message, true);
+    } finally {
+      dropPrevious.disabled = false;
     }
   });
 
