@@ -117,3 +117,61 @@ async fn the_binary_exports_spans_over_otlp() {
     assert!(worker.terminate().await.expect("exit status").success());
     assert!(exports(&seen) > from_api, "no OTLP trace export from delivery-worker reached the collector");
 }
+
+/// The real crm-api binary, started the way production starts it without a collector (no
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the child's environment is cleared), so it runs `init_service(.., None)` and not
+/// this test process's subscriber. A caller's `traceparent` still has to reach the published message.
+#[tokio::test]
+async fn a_callers_trace_reaches_the_stream_without_an_exporter() {
+    use futures::StreamExt;
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+    let db = crm_tests::TestDb::create().await;
+    let stream = crm_tests::TestStream::new(&crm_tests::shared_nats_url());
+    let port = crm_tests::free_port();
+    let mut env = crm_tests::base_env(&db, &stream);
+    env.insert("CRM_API_ADDR".into(), format!("127.0.0.1:{port}"));
+    assert!(!env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let bin = crm_bench::stack::bin_dir().join("crm-api");
+    let mut service = crm_bench::stack::Service::spawn("crm-api", &bin, env, port, &std::env::temp_dir())
+        .await
+        .expect("crm-api starts");
+
+    // Listen on the stream's subjects before the change, so the publish is awaited as it happens.
+    let nats = async_nats::connect(&stream.nats_url).await.expect("connect to NATS");
+    let mut published = nats.subscribe(format!("{}.>", stream.prefix)).await.expect("subscribe");
+    nats.flush().await.expect("flush");
+
+    let api = crm_tests::Api::new(format!("http://127.0.0.1:{port}"));
+    let ws = api.create_workspace("Traced").await;
+    let token = api.create_token(ws, "editor").await;
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    api.send(
+        reqwest::Method::POST,
+        &format!("/v1/workspaces/{ws}/crm/interest"),
+        Some(&token),
+        Some(&crm_tests::api::interest_body("traced@example.com")),
+        &[("traceparent", traceparent.as_str())],
+    )
+    .await
+    .expect(201);
+
+    let message = tokio::time::timeout(Duration::from_secs(20), published.next())
+        .await
+        .expect("the change is published")
+        .expect("subscription open");
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("traceparent"))
+        .map(|v| v.as_str().to_owned())
+        .expect("the published message carries a traceparent");
+    let parts: Vec<&str> = header.split('-').collect();
+    assert_eq!(parts.len(), 4, "{header}");
+    assert_eq!(parts[1], TRACE_ID, "the message continues the caller's trace: {header}");
+    assert_ne!(parts[2], CALLER_SPAN, "the parent is a span of ours, not the caller's: {header}");
+    assert_eq!(parts[3], "01", "the caller's sampling decision is kept: {header}");
+
+    assert!(service.terminate().await.expect("exit status").success());
+}

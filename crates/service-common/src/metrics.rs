@@ -89,6 +89,8 @@ pub async fn track_http(State(metrics): State<HttpMetrics>, request: Request, ne
     let started = Instant::now();
     // The request's span: where a trace starts (CONTRACT §3: API request → publish → each delivery attempt).
     let span = tracing::info_span!("http.request", http.request.method = %method, http.route = %route);
+    // A caller that sends `traceparent` owns the trace: the request (and the events it writes) joins it.
+    crate::trace::set_parent_from_http(&span, request.headers());
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16();
     metrics

@@ -1,14 +1,16 @@
 //! Logging and tracing set-up, in one place. The log writer is a parameter so tests can capture or silence output.
 //!
 //! With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported over OTLP (HTTP, protobuf, to
-//! `<endpoint>/v1/traces`) in batches; the W3C trace-context propagator is always installed, so a trace carried in
-//! message headers (`traceparent`) is continued whether or not this process exports. The exporter uses the
-//! workspace's reqwest client through a small adapter rather than pulling in a second HTTP stack.
+//! `<endpoint>/v1/traces`) in batches. The W3C trace-context propagator and the OpenTelemetry layer are installed
+//! either way, so a trace arriving in a request's or message's `traceparent` is continued into the headers this
+//! process writes whether or not it exports spans: without the layer, tracing spans carry no OpenTelemetry context
+//! and there would be nothing to propagate. The exporter uses the workspace's reqwest client through a small
+//! adapter rather than pulling in a second HTTP stack.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -18,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 /// Keeps the trace exporter running; dropping it flushes the spans still buffered.
 #[must_use = "dropping the guard stops trace export"]
 pub struct Telemetry {
+    /// The exporting provider only: the one without an exporter has nothing to flush, and shutting it down would
+    /// make every later span context-less, so it lives on in the installed layer instead.
     provider: Option<SdkTracerProvider>,
 }
 
@@ -58,9 +62,35 @@ where
             None
         }
     });
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let otel = match &provider {
+        Some(provider) => tracing_opentelemetry::layer().with_tracer(provider.tracer(service)),
+        None => propagate_only(service),
+    };
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     Telemetry { provider }
+}
+
+/// The OpenTelemetry layer of a process that exports nothing: spans still get real span contexts (trace id from
+/// the remote parent, a span id of their own) so [`crate::trace::current_headers`] has something to inject.
+///
+/// The provider has no span processor, so a finished span is simply dropped. The sampler is fixed at
+/// `ParentBased(AlwaysOn)` (whatever `OTEL_TRACES_SAMPLER` says): a process that exports nothing has no sampling
+/// decision of its own to make, so it passes the caller's sampled flag on unchanged, and marks traces it starts as
+/// sampled so an exporting process downstream records its part. Only a sampled span carries the sampled flag
+/// forward, so spans are recorded in memory until they close; the per-span attributes nobody will read (source
+/// location, thread, busy/idle timings) are left out to keep that cheap.
+fn propagate_only<S>(
+    service: &'static str,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let provider = SdkTracerProvider::builder().with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))).build();
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
 }
 
 fn exporter(endpoint: &str) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {

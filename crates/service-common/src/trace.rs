@@ -1,6 +1,8 @@
 //! W3C trace context across process boundaries: the current span's context into message headers (the outbox row,
-//! then the NATS message), and a parent for a span from such headers. Without an active trace these are no-ops:
-//! nothing is injected, and a span without a remote parent starts its own trace.
+//! then the NATS message), and a parent for a span from such headers or from an incoming HTTP request's. Both
+//! need the OpenTelemetry layer that [`crate::telemetry`] installs whether or not spans are exported; without it
+//! (or without an active trace) they are no-ops: nothing is injected, and a span without a remote parent starts
+//! its own trace.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use std::collections::BTreeMap;
@@ -43,4 +45,10 @@ pub fn set_parent(span: &tracing::Span, get: impl Fn(&str) -> Option<String>) {
     }
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&found));
     let _ = span.set_parent(cx);
+}
+
+/// [`set_parent`] from an HTTP request's headers, so a caller's trace continues through this service (a header
+/// that is not visible ASCII is ignored, as is a malformed `traceparent`).
+pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
+    set_parent(span, |k| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned));
 }
