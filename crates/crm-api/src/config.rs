@@ -24,6 +24,9 @@ pub struct ApiConfig {
     /// `CRM_API_BODY_TIMEOUT_MS` (default 10000): a client must send its whole body within this once the handler
     /// (after authorisation) starts reading it; otherwise 408.
     pub body_read_timeout: Duration,
+    /// `CRM_DELIVERY_RETENTION_DAYS` (default 30, 1 to 3650): ended deliveries last updated longer ago than this
+    /// are pruned from the delivery log (see [`crate::retention`]).
+    pub delivery_retention: Duration,
     pub relay: RelayConfig,
 }
 
@@ -73,8 +76,14 @@ impl ApiConfig {
                 return Err(ConfigError::invalid(name, "must be at least 1 millisecond"));
             }
         }
+        let retention_days: u64 =
+            env.parse_or("CRM_DELIVERY_RETENTION_DAYS", 30, "a whole number of days from 1 to 3650")?;
+        if !(1..=3650).contains(&retention_days) {
+            return Err(ConfigError::invalid("CRM_DELIVERY_RETENTION_DAYS", "must be from 1 to 3650 days"));
+        }
         Ok(ApiConfig {
             common,
+            delivery_retention: Duration::from_secs(retention_days * 24 * 60 * 60),
             header_read_timeout,
             body_read_timeout,
             max_in_flight,
@@ -84,5 +93,47 @@ impl ApiConfig {
             db_max_connections,
             relay: RelayConfig { batch_size, poll_interval: env.millis_or("CRM_RELAY_POLL_MS", 1000)? },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(retention: Option<&str>) -> Result<ApiConfig, ConfigError> {
+        let mut map = HashMap::from([
+            ("DATABASE_URL".to_owned(), "postgres://localhost/crm".to_owned()),
+            ("CRM_SECRET_KEY".to_owned(), "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".to_owned()),
+        ]);
+        if let Some(value) = retention {
+            map.insert("CRM_DELIVERY_RETENTION_DAYS".to_owned(), value.to_owned());
+        }
+        ApiConfig::from_env(&Env::from_map(map))
+    }
+
+    const DAY: u64 = 24 * 60 * 60;
+
+    #[test]
+    fn delivery_retention_defaults_to_30_days() {
+        assert_eq!(config(None).unwrap().delivery_retention, Duration::from_secs(30 * DAY));
+        assert_eq!(config(Some("")).unwrap().delivery_retention, Duration::from_secs(30 * DAY));
+    }
+
+    #[test]
+    fn delivery_retention_takes_1_to_3650_days() {
+        for (raw, days) in [("1", 1), (" 7 ", 7), ("90", 90), ("3650", 3650)] {
+            assert_eq!(config(Some(raw)).unwrap().delivery_retention, Duration::from_secs(days * DAY), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_delivery_retention_is_one_line_naming_the_variable() {
+        for raw in ["0", "3651", "-1", "30d", "1.5", "thirty", "99999999999999999999"] {
+            let err = config(Some(raw)).unwrap_err();
+            assert_eq!(err.variable, "CRM_DELIVERY_RETENTION_DAYS", "{raw:?}");
+            let shown = err.to_string();
+            assert!(shown.contains("CRM_DELIVERY_RETENTION_DAYS") && !shown.contains('\n'), "{shown}");
+        }
     }
 }

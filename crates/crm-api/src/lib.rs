@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod relay;
 pub mod repo;
+pub mod retention;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -24,6 +24,8 @@ pub struct ApiMetrics {
     pub outbox_parked_total: Counter,
     /// Events currently parked, sampled by the relay.
     pub outbox_parked: Gauge,
+    /// Ended deliveries removed from the delivery log by retention (`CRM_DELIVERY_RETENTION_DAYS`).
+    pub deliveries_pruned: Counter,
 }
 
 impl ApiMetrics {
@@ -40,6 +42,7 @@ impl ApiMetrics {
             outbox_publish_latency: latency_histogram(),
             outbox_parked_total: Counter::default(),
             outbox_parked: Gauge::default(),
+            deliveries_pruned: Counter::default(),
         };
         registry.with(|r| {
             r.register("crm_outbox_backlog", "Events committed but not yet published", metrics.outbox_backlog.clone());
@@ -60,6 +63,11 @@ impl ApiMetrics {
                 metrics.outbox_parked_total.clone(),
             );
             r.register("crm_outbox_parked", "Events parked now, awaiting an operator", metrics.outbox_parked.clone());
+            r.register(
+                "crm_deliveries_pruned",
+                "Ended deliveries removed from the delivery log by retention",
+                metrics.deliveries_pruned.clone(),
+            );
             r.register(
                 "crm_outbox_publish_latency_seconds",
                 "Time from commit to stream acknowledgement",

@@ -24,6 +24,7 @@ pub struct Application {
     stream_config: async_nats::jetstream::stream::Config,
     js: async_nats::jetstream::Context,
     header_read_timeout: Duration,
+    delivery_retention: Duration,
 }
 
 impl Application {
@@ -64,7 +65,18 @@ impl Application {
         let port = listener.local_addr()?.port();
         let stream_config = nats::stream_config(&config.common.stream, &state.subjects, config.common.stream_replicas);
         let header_read_timeout = config.header_read_timeout;
-        Ok(Application { listener, port, router, relay, state, stream_config, js, header_read_timeout })
+        let delivery_retention = config.delivery_retention;
+        Ok(Application {
+            listener,
+            port,
+            router,
+            relay,
+            state,
+            stream_config,
+            js,
+            header_read_timeout,
+            delivery_retention,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -80,7 +92,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "crm-api listening");
         let relay_task = tokio::spawn(run_relay(self.js, self.stream_config, self.relay, shutdown.clone()));
-        let housekeeping = tokio::spawn(housekeeping(self.state.pool.clone(), shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
@@ -116,16 +128,31 @@ async fn run_relay(
     relay.run(shutdown).await;
 }
 
-/// Periodic clean-up: idempotency keys older than a day.
-async fn housekeeping(pool: sqlx::PgPool, shutdown: CancellationToken) {
+/// Periodic clean-up: idempotency keys older than a day, and ended deliveries older than the delivery retention.
+/// The first round runs at start.
+async fn housekeeping(state: AppState, delivery_retention: Duration, shutdown: CancellationToken) {
+    let pool = &state.pool;
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = crate::repo::idempotency::expire(&pool).await {
-                    tracing::debug!(error = %e, "idempotency key expiry failed; will retry");
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = crate::repo::idempotency::expire(pool).await {
+            tracing::debug!(error = %e, "idempotency key expiry failed; will retry");
+        }
+        // The first run after an upgrade may have a large backlog to work through: stop with the service rather
+        // than finish it (every batch already deleted stays deleted).
+        let pruning = crate::retention::prune_deliveries(pool, delivery_retention, crate::retention::PRUNE_BATCH);
+        tokio::select! {
+            pruned = pruning => match pruned {
+                Ok(0) => {}
+                Ok(n) => {
+                    state.metrics.deliveries_pruned.inc_by(n);
+                    tracing::info!(pruned = n, "ended deliveries past the retention pruned from the delivery log");
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "delivery log pruning failed; will retry"),
+            },
             _ = shutdown.cancelled() => return,
         }
     }

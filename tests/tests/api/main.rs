@@ -4,5 +4,6 @@ mod admin;
 mod hardening;
 mod health;
 mod outbox;
+mod retention;
 mod rows;
 mod settings;
