@@ -17,12 +17,13 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub delay: Duration,
-    pub body: String,
+    /// Raw bytes: a receiver may answer with anything, text or not.
+    pub body: Bytes,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), delay: Duration::ZERO, body: String::new() }
+        Reply { status, headers: Vec::new(), delay: Duration::ZERO, body: Bytes::new() }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -36,7 +37,13 @@ impl Reply {
     }
 
     pub fn body(mut self, body: &str) -> Reply {
-        self.body = body.to_owned();
+        self.body = Bytes::copy_from_slice(body.as_bytes());
+        self
+    }
+
+    /// A body that need not be text (invalid UTF-8, NUL bytes...).
+    pub fn raw_body(mut self, body: &[u8]) -> Reply {
+        self.body = Bytes::copy_from_slice(body);
         self
     }
 }
@@ -159,7 +166,12 @@ async fn record(State(receiver): State<Receiver>, request: axum::extract::Reques
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    // Text goes out as text/plain, anything else as application/octet-stream (axum's defaults for each).
+    let mut response = match String::from_utf8(reply.body.to_vec()) {
+        Ok(text) => (status, text).into_response(),
+        Err(_) => (status, reply.body).into_response(),
+    };
     for (name, value) in reply.headers {
         if let (Ok(name), Ok(value)) =
             (axum::http::HeaderName::try_from(name), axum::http::HeaderValue::try_from(value))

@@ -4,13 +4,17 @@
 //! the delivery log is written before the answer, so a crash between the two repeats an answer rather than losing
 //! an outcome. Hand-backs that are not attempts (a workspace at its in-flight limit, a paused endpoint, another
 //! worker holding the delivery, shutdown) write no attempt, so they do not spend the retry budget.
+//!
+//! The one exception to "log first" is an attempt the receiver accepted whose record cannot be written: it is
+//! written again and again rather than answered with a NAK that would send the webhook a second time, and if the
+//! worker has to stop first, the message is acknowledged and the log lags (`record_attempt`).
 
 use crate::fairness::{Admission, Breakers, Slots};
 use crate::metrics::WorkerMetrics;
 use crate::retry::{Decision, RetryPolicy};
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
-use crate::store::{self, AttemptRecord, Claim, Recorder, Status};
+use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder, Status};
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use crm_events::{EventType, RowChangedEvent};
@@ -22,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a pause after a database error lasts before the message comes back.
 const DB_RETRY: Duration = Duration::from_secs(2);
+/// The first pause before writing an attempt record again; it doubles up to [`DB_RETRY`].
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// How often the record of an attempt the receiver did not accept is tried before the message is handed back.
+const RECORD_TRIES_NOT_ACCEPTED: u32 = 3;
 
 /// Everything a delivery needs, shared by all tasks of a worker.
 pub struct Ctx {
@@ -254,9 +262,8 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
             Err(e) => tracing::error!(error = %e, "could not disable the webhook after 410 Gone"),
         }
     }
-    if let Err(e) = ctx.recorder.record(record).await {
-        // The attempt happened but is not in the log: send again later (the receiver dedupes by webhook id).
-        tracing::warn!(error = %e, "recording the attempt failed; handing the message back");
+    let accepted = matches!(decision, Decision::Success);
+    if record_attempt(ctx, message, record, accepted).await == Logged::HandBack {
         abandon_probe();
         return Verdict::Nak(DB_RETRY);
     }
@@ -280,6 +287,66 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     span.record("outcome", outcome_label);
     tracing::debug!(?status_code, "attempt recorded");
     verdict
+}
+
+/// What became of an attempt's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logged {
+    /// In the delivery log.
+    Written,
+    /// Not in the log, and this worker gives up on it; the decision stands all the same, so a webhook the receiver
+    /// accepted is never sent again because the log could not take it.
+    Lagging,
+    /// Not in the log: hand the message back, so the attempt is made, and recorded, again.
+    HandBack,
+}
+
+/// Writes the attempt to the delivery log, keeping the message ours (in-progress acks) while it tries.
+///
+/// After a send the receiver `accepted`, sending again is the one thing a failed write must not cause: the write is
+/// retried with a bounded backoff until it goes through or the worker's hard stop fires, and then the decision
+/// stands anyway (the message is acknowledged; the log lags, the delivery staying `pending`). An attempt the
+/// receiver did not accept is tried [`RECORD_TRIES_NOT_ACCEPTED`] times, then handed back: sending it again gives
+/// the receiver nothing it has not already refused. A record the database refuses outright will not go in later
+/// either: the decision stands.
+async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: AttemptRecord, accepted: bool) -> Logged {
+    let keep_trying = async {
+        let mut pause = RECORD_RETRY_FIRST;
+        let mut tries = 0u32;
+        loop {
+            tries = tries.saturating_add(1);
+            match ctx.recorder.record(record.clone()).await {
+                Ok(()) => return Logged::Written,
+                Err(RecordError::Refused(e)) => {
+                    tracing::error!(error = %e, accepted, "the delivery log refused the attempt; it stays unrecorded");
+                    return Logged::Lagging;
+                }
+                Err(RecordError::Unavailable(e)) if !accepted && tries >= RECORD_TRIES_NOT_ACCEPTED => {
+                    tracing::warn!(error = %e, "recording the attempt failed; handing the message back");
+                    return Logged::HandBack;
+                }
+                Err(RecordError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, tries, accepted, "recording the attempt failed; trying again");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(DB_RETRY);
+        }
+    };
+    tokio::select! {
+        // Writing first: even when the hard stop has fired already, the record is handed to the recorder, which may
+        // still get it in.
+        biased;
+        logged = with_progress(keep_trying, message, ctx.ack_wait / 3) => logged,
+        _ = ctx.hard_stop.cancelled() => {
+            if accepted {
+                tracing::warn!("stopping with an accepted webhook unrecorded; acknowledging it, the delivery log lags");
+                Logged::Lagging
+            } else {
+                Logged::HandBack
+            }
+        }
+    }
 }
 
 fn request_headers(
@@ -310,18 +377,14 @@ fn request_headers(
     headers
 }
 
-/// Runs `send` while telling JetStream every `every` that the message is still being worked on, so a request
-/// slower than the ack wait is never redelivered elsewhere.
-async fn with_progress<F: Future<Output = SendOutcome>>(
-    send: F,
-    message: &jetstream::Message,
-    every: Duration,
-) -> SendOutcome {
-    tokio::pin!(send);
+/// Runs `work` (a send, or writing its record) while telling JetStream every `every` that the message is still
+/// being worked on, so work slower than the ack wait is never redelivered elsewhere.
+async fn with_progress<T, F: Future<Output = T>>(work: F, message: &jetstream::Message, every: Duration) -> T {
+    tokio::pin!(work);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            outcome = &mut send => return outcome,
+            outcome = &mut work => return outcome,
             _ = ticker.tick() => {
                 if let Err(e) = message.ack_with(AckKind::Progress).await {
                     tracing::debug!(error = %e, "in-progress ack failed");

@@ -2,8 +2,8 @@
 //!
 //! Webhook URLs are chosen by tenants, and this service calls them from inside our network. Without care that is
 //! a server-side request forgery hole: a URL (or a name that resolves, perhaps only later, to an address) pointing
-//! at loopback, the private network or the cloud metadata endpoint would have us fetch it. So, as DESIGN.md's
-//! "Egress checks twice" says, the [`EgressPolicy`] is applied twice on every send:
+//! at loopback, the private network or the cloud metadata endpoint would have us fetch it. So the [`EgressPolicy`]
+//! is applied twice on every send:
 //!
 //! 1. [`EgressPolicy::check_url`] on the URL itself, before anything else. This is the only check that sees
 //!    IP-literal hosts, which reqwest connects to without asking a resolver.
@@ -35,7 +35,8 @@ pub use resolver::{EgressBlocked, NameLookup, StaticLookup, SystemLookup};
 
 use resolver::EgressResolver;
 
-/// How many bytes of the response body end up in [`SendOutcome::Response::excerpt`] (CONTRACT: at most 1 KiB).
+/// The longest [`SendOutcome::Response::excerpt`], in bytes of UTF-8 (the delivery log keeps at most 1 KiB); also
+/// how many bytes of the body are kept to make it.
 pub const EXCERPT_BYTES: usize = 1024;
 
 /// Longest [`SendOutcome::Network`] error text, in bytes; it ends up in the delivery log.
@@ -61,7 +62,7 @@ pub struct SenderConfig {
 }
 
 impl Default for SenderConfig {
-    /// 10 s timeout (CONTRACT default), 64 KiB read limit, `crm-webhook/<crate version>`.
+    /// 10 s timeout (the documented default), 64 KiB read limit, `crm-webhook/<crate version>`.
     fn default() -> Self {
         Self {
             timeout: Duration::from_millis(10_000),
@@ -80,8 +81,8 @@ pub enum SendOutcome {
         status: u16,
         /// The parsed `Retry-After` header, if present and valid.
         retry_after: Option<RetryAfter>,
-        /// The first [`EXCERPT_BYTES`] bytes of the body, cut back to a UTF-8 character boundary and decoded
-        /// lossily.
+        /// The start of the body, decoded lossily (NUL too becomes U+FFFD) and cut on a character boundary to at
+        /// most [`EXCERPT_BYTES`] bytes of UTF-8.
         excerpt: String,
         /// From just before the request to the end of reading the body.
         duration: Duration,
@@ -300,11 +301,19 @@ async fn read_response(mut response: reqwest::Response, max_bytes: usize) -> Res
     Ok(Answer { status, retry_after, excerpt: excerpt(&kept, cut) })
 }
 
-/// Lossy UTF-8 text of `bytes`. When `cut` (the bytes are a prefix of a longer body), an incomplete character at
-/// the end is dropped instead of turning into U+FFFD.
+/// The excerpt of a body that began with `bytes`: text the delivery log can always store.
+///
+/// The bytes are decoded first (lossy UTF-8) and the text is cut afterwards, on a character boundary, to at most
+/// [`EXCERPT_BYTES`]: decoding after cutting would let each invalid byte grow into a 3-byte U+FFFD and push the
+/// text past the log's 1 KiB limit. NUL, the one character PostgreSQL refuses in `text`, is replaced by U+FFFD
+/// rather than dropped, so the excerpt still shows that a byte was there, just like any other byte that is not
+/// text. When `cut` (the bytes are a prefix of a longer body), an incomplete character at the end is dropped
+/// instead of turning into U+FFFD.
 fn excerpt(bytes: &[u8], cut: bool) -> String {
     let end = if cut { char_boundary_before_end(bytes) } else { bytes.len() };
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    let mut text = String::from_utf8_lossy(&bytes[..end]).replace('\0', "\u{FFFD}");
+    truncate_at_char_boundary(&mut text, EXCERPT_BYTES);
+    text
 }
 
 /// The length of `bytes` without a trailing incomplete UTF-8 sequence (a lead byte followed by fewer
@@ -379,9 +388,9 @@ fn describe_error(err: &reqwest::Error, target: &WebhookUrl) -> String {
     scrub(&text, target)
 }
 
-/// One line, no URL path or query, at most [`MAX_ERROR_LEN`] bytes.
+/// One line, no URL path or query, no NUL (PostgreSQL refuses it in `text`), at most [`MAX_ERROR_LEN`] bytes.
 fn scrub(text: &str, target: &WebhookUrl) -> String {
-    let mut text = text.replace(['\r', '\n'], " ");
+    let mut text = text.replace(['\r', '\n', '\0'], " ");
     // reqwest's `without_url` is not enough for the whole chain: nothing guarantees a source never echoes the URL.
     let url = target.url();
     text = text.replace(target.as_str(), &target.redacted());

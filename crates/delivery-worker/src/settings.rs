@@ -3,6 +3,11 @@
 //!
 //! The cache is what keeps per-event work to a minimum: no query and no decryption per delivery. A short TTL
 //! bounds staleness if a notification is ever missed (the listener also clears everything after reconnecting).
+//!
+//! A lookup that misses reads the database and then fills the cache. If an invalidation lands between the read and
+//! the fill, the value read may be the one the change replaced, and storing it would undo the invalidation for a
+//! whole TTL. So the cache keeps a generation, bumped by every invalidation: a lookup notes the generation before
+//! it reads, and its fill is stored only if the generation is still the same.
 
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -35,8 +40,51 @@ impl Webhook {
     }
 }
 
-/// Per workspace: when it was loaded, and what was found (`None`: no settings row).
-type Entries = HashMap<Uuid, (Instant, Option<Arc<Webhook>>)>;
+/// What a lookup finds (`None`: the workspace has no settings row).
+type Found = Option<Arc<Webhook>>;
+
+/// The cache itself, without the database: per workspace, when it was loaded and what was found; and the
+/// generation, bumped by every invalidation. One generation for all workspaces keeps this simple: a fill in flight
+/// for another workspace is not stored either, and its next lookup just reads again.
+#[derive(Default)]
+struct Entries {
+    generation: u64,
+    map: HashMap<Uuid, (Instant, Found)>,
+}
+
+/// The generation a lookup saw before reading the database; its fill counts only if no invalidation came since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ticket(u64);
+
+impl Entries {
+    /// A fresh entry, or the ticket for filling one.
+    fn lookup(&self, workspace_id: Uuid) -> Result<Found, Ticket> {
+        match self.map.get(&workspace_id) {
+            Some((at, found)) if at.elapsed() < TTL => Ok(found.clone()),
+            _ => Err(Ticket(self.generation)),
+        }
+    }
+
+    /// Stores what a lookup read, unless an invalidation came after its ticket was taken (then what it read may
+    /// be stale, and the next lookup reads again). Says whether it stored.
+    fn fill(&mut self, workspace_id: Uuid, ticket: Ticket, found: Found) -> bool {
+        if ticket.0 != self.generation {
+            return false;
+        }
+        self.map.insert(workspace_id, (Instant::now(), found));
+        true
+    }
+
+    fn invalidate(&mut self, workspace_id: Uuid) {
+        self.generation = self.generation.wrapping_add(1);
+        self.map.remove(&workspace_id);
+    }
+
+    fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.map.clear();
+    }
+}
 
 #[derive(Clone)]
 pub struct SettingsCache {
@@ -57,19 +105,19 @@ impl SettingsCache {
     }
 
     /// The workspace's webhook (`None`: never configured), from the cache when fresh.
+    /// A value read while settings changed is returned to this caller but not cached (see the module's docs).
     pub async fn get(&self, workspace_id: Uuid) -> Result<Option<Arc<Webhook>>, SettingsError> {
-        if let Some((at, hit)) = self.lock().get(&workspace_id) {
-            if at.elapsed() < TTL {
-                return Ok(hit.clone());
-            }
-        }
+        let ticket = match self.lock().lookup(workspace_id) {
+            Ok(found) => return Ok(found),
+            Err(ticket) => ticket,
+        };
         let loaded = self.load(workspace_id).await?.map(Arc::new);
-        self.lock().insert(workspace_id, (Instant::now(), loaded.clone()));
+        self.lock().fill(workspace_id, ticket, loaded.clone());
         Ok(loaded)
     }
 
     pub fn invalidate(&self, workspace_id: Uuid) {
-        self.lock().remove(&workspace_id);
+        self.lock().invalidate(workspace_id);
     }
 
     pub fn clear(&self) {
@@ -123,5 +171,54 @@ impl SettingsCache {
             Heard::Gap => self.clear(),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(url: &str) -> Found {
+        Some(Arc::new(Webhook { enabled: true, url: Some(url.to_owned()), events: Vec::new(), signer: None }))
+    }
+
+    fn url(found: &Found) -> Option<&str> {
+        found.as_ref().and_then(|webhook| webhook.url.as_deref())
+    }
+
+    #[test]
+    fn a_fill_without_invalidation_is_cached() {
+        let mut entries = Entries::default();
+        let ws = Uuid::now_v7();
+        let ticket = entries.lookup(ws).expect_err("empty cache");
+        assert!(entries.fill(ws, ticket, webhook("https://a.example/in")));
+        assert_eq!(url(&entries.lookup(ws).expect("cached")), Some("https://a.example/in"));
+    }
+
+    #[test]
+    fn a_lookup_that_started_before_an_invalidation_does_not_cache_its_stale_value() {
+        let mut entries = Entries::default();
+        let ws = Uuid::now_v7();
+        // The lookup misses and goes to read the database; it reads the old URL...
+        let ticket = entries.lookup(ws).expect_err("empty cache");
+        // ...while the change commits and its notification invalidates the workspace...
+        entries.invalidate(ws);
+        // ...and only then does the lookup come back to fill: its value must not be cached.
+        assert!(!entries.fill(ws, ticket, webhook("https://old.example/in")));
+        let ticket = entries.lookup(ws).expect_err("the stale value was cached");
+        // The next lookup reads after the change, and its value is cached.
+        assert!(entries.fill(ws, ticket, webhook("https://new.example/in")));
+        assert_eq!(url(&entries.lookup(ws).expect("cached")), Some("https://new.example/in"));
+    }
+
+    #[test]
+    fn a_clear_also_voids_fills_in_flight() {
+        let mut entries = Entries::default();
+        let (ws, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(entries.fill(other, entries.lookup(other).unwrap_err(), None));
+        let ticket = entries.lookup(ws).expect_err("empty cache");
+        entries.clear();
+        assert!(!entries.fill(ws, ticket, webhook("https://old.example/in")));
+        assert!(entries.lookup(ws).is_err() && entries.lookup(other).is_err(), "everything was dropped");
     }
 }

@@ -119,8 +119,53 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// Longest `response_excerpt` the log takes: its CHECK allows 1 KiB of UTF-8.
+pub const MAX_EXCERPT_BYTES: usize = crate::sender::EXCERPT_BYTES;
+/// Longest `error` written. The worker's own reasons are a line long; this bounds whatever else might end up there.
+pub const MAX_ERROR_BYTES: usize = 1024;
+/// The error of a record written in its degraded form.
+const DEGRADED_ERROR_BYTES: usize = 200;
+
+/// `text` as a PostgreSQL `text` column always takes it: NUL (the one character PostgreSQL refuses) replaced by
+/// U+FFFD, then cut on a character boundary to at most `max_bytes` bytes.
+pub fn storable(text: &str, max_bytes: usize) -> String {
+    let mut text = text.replace('\0', "\u{FFFD}");
+    if text.len() > max_bytes {
+        let mut end = max_bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+impl AttemptRecord {
+    /// The record with every text field made storable: no NUL, the excerpt within the log's CHECK, the error
+    /// bounded. The sender already produces such text; this is the store's own guarantee that nothing the worker
+    /// writes can make PostgreSQL refuse a record (and with it, a whole batch).
+    pub fn sanitized(mut self) -> AttemptRecord {
+        self.error = self.error.map(|error| storable(&error, MAX_ERROR_BYTES));
+        self.excerpt = self.excerpt.map(|excerpt| storable(&excerpt, MAX_EXCERPT_BYTES));
+        self
+    }
+
+    /// The last form tried for a record the database refused: the outcome without the receiver's text (no
+    /// excerpt, a short error), which is what matters for the delivery's state.
+    fn degraded(&self) -> AttemptRecord {
+        AttemptRecord {
+            excerpt: None,
+            error: self.error.as_deref().map(|error| storable(error, DEGRADED_ERROR_BYTES)),
+            ..self.clone()
+        }
+    }
+}
+
 /// Writes attempts and their deliveries' new states, many in one statement (one round trip, one WAL flush), and
 /// ends the leases. Attempt rows are keyed by (delivery, attempt), so writing a batch twice changes nothing.
+///
+/// The statement is all or nothing: one record the database refuses fails the whole batch. [`write_batch`] is the
+/// write that copes with that; this one writes the records exactly as given.
 pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.delivery_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
@@ -163,14 +208,86 @@ pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), 
     Ok(())
 }
 
+/// Why an attempt record is not in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The database could not be reached or did not answer (or the recorder is gone): writing again later may work.
+    #[error("the delivery log is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the record, alone and in its degraded form (for example, its delivery no longer
+    /// exists): writing it again will not help.
+    #[error("the delivery log refused the record: {0}")]
+    Refused(String),
+}
+
+/// Whether the database refused the statement for what it holds (a data exception or a constraint violation,
+/// SQLSTATE classes 22 and 23), as opposed to not being there to run it. Only a refusal is worth splitting a batch
+/// for: when the database is away, every smaller write would fail the same way, each after the same wait.
+fn is_refusal(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// Writes `batch` and says, for each record in order, whether it is in the log, so one bad record never keeps
+/// the others out. One statement first; if the database refuses it, each record is written on its own, and a
+/// record refused alone once more in its degraded form (no excerpt, a short error). When the database is
+/// unavailable, every record is reported so without further tries.
+pub async fn write_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Vec<Result<(), RecordError>> {
+    let refusal = match record_batch(pool, batch).await {
+        Ok(()) => return vec![Ok(()); batch.len()],
+        Err(e) if is_refusal(&e) => e,
+        Err(e) => return vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
+    };
+    if batch.len() > 1 {
+        tracing::warn!(error = %refusal, records = batch.len(), "attempt batch refused; writing records one by one");
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for record in batch {
+        // Once the database is away, the records left would only wait for it one after another.
+        let result = match results.last() {
+            Some(Err(RecordError::Unavailable(e))) => Err(RecordError::Unavailable(e.clone())),
+            _ => write_alone(pool, record, batch.len() == 1).await,
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Writes one record; if the database refuses it (or `refused_already`), writes its degraded form.
+async fn write_alone(pool: &PgPool, record: &AttemptRecord, refused_already: bool) -> Result<(), RecordError> {
+    if !refused_already {
+        match record_batch(pool, std::slice::from_ref(record)).await {
+            Ok(()) => return Ok(()),
+            Err(e) if is_refusal(&e) => {}
+            Err(e) => return Err(RecordError::Unavailable(e.to_string())),
+        }
+    }
+    match record_batch(pool, std::slice::from_ref(&record.degraded())).await {
+        Ok(()) => {
+            tracing::warn!(delivery_id = %record.delivery_id, attempt = record.attempt,
+                "attempt record refused; written without its response excerpt");
+            Ok(())
+        }
+        Err(e) if is_refusal(&e) => {
+            tracing::error!(delivery_id = %record.delivery_id, attempt = record.attempt, error = %e,
+                "attempt record refused, even degraded");
+            Err(RecordError::Refused(e.to_string()))
+        }
+        Err(e) => Err(RecordError::Unavailable(e.to_string())),
+    }
+}
+
 /// Largest batch one statement writes.
 const MAX_BATCH: usize = 512;
 
-type Pending = (AttemptRecord, tokio::sync::oneshot::Sender<Result<(), String>>);
+type Pending = (AttemptRecord, tokio::sync::oneshot::Sender<Result<(), RecordError>>);
 
 /// Collects attempt records from concurrent deliveries and writes them in batches. There is no timer: a record
 /// that arrives while the previous batch is being written joins the next one, so a quiet worker writes each record
-/// at once and a busy one amortises the round trip and the WAL flush over many.
+/// at once and a busy one amortises the round trip and the WAL flush over many. Each record gets its own answer
+/// ([`write_batch`]): a record the database refuses does not fail the others of its batch.
 #[derive(Clone)]
 pub struct Recorder {
     queue: tokio::sync::mpsc::Sender<Pending>,
@@ -189,20 +306,21 @@ impl Recorder {
                     }
                 }
                 let records: Vec<AttemptRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                let result = record_batch(&pool, &records).await.map_err(|e| e.to_string());
-                for (_, reply) in batch {
-                    let _ = reply.send(result.clone());
+                let results = write_batch(&pool, &records).await;
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
             }
         });
         Recorder { queue }
     }
 
-    /// Records one attempt; returns once it is durable.
-    pub async fn record(&self, record: AttemptRecord) -> Result<(), String> {
+    /// Records one attempt, [sanitized](AttemptRecord::sanitized); returns once it is durable.
+    pub async fn record(&self, record: AttemptRecord) -> Result<(), RecordError> {
+        let stopped = || RecordError::Unavailable("recorder stopped".to_owned());
         let (reply, done) = tokio::sync::oneshot::channel();
-        self.queue.send((record, reply)).await.map_err(|_| "recorder stopped".to_owned())?;
-        done.await.map_err(|_| "recorder stopped".to_owned())?
+        self.queue.send((record.sanitized(), reply)).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
     }
 }
 
@@ -218,4 +336,58 @@ pub async fn disable_webhook(pool: &PgPool, workspace_id: Uuid, reason: &str) ->
     .await?;
     sqlx::query("SELECT pg_notify('crm_settings', $1)").bind(workspace_id.to_string()).execute(&mut *tx).await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(error: Option<&str>, excerpt: Option<&str>) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: Uuid::now_v7(),
+            attempt: 1,
+            started_at: Utc::now(),
+            duration: Duration::from_millis(5),
+            status_code: Some(200),
+            error: error.map(str::to_owned),
+            excerpt: excerpt.map(str::to_owned),
+            status: Status::Succeeded,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn storable_replaces_nul_and_cuts_on_a_char_boundary() {
+        assert_eq!(storable("ok\0", 1024), "ok\u{FFFD}");
+        assert_eq!(storable("abc", 1024), "abc");
+        // "é" is 2 bytes: a cut at 5 bytes falls inside the third one.
+        assert_eq!(storable("ééé", 5), "éé");
+        // The replacement is cut too: three NULs are 9 bytes of U+FFFD.
+        assert_eq!(storable("\0\0\0", 7), "\u{FFFD}\u{FFFD}");
+    }
+
+    #[test]
+    fn sanitized_record_fits_the_log() {
+        let long = format!("{}\0", "€".repeat(700));
+        let clean = record(Some(&long), Some(&long)).sanitized();
+        let (error, excerpt) = (clean.error.unwrap(), clean.excerpt.unwrap());
+        assert!(excerpt.len() <= 1024 && excerpt.len() > 1020, "{}", excerpt.len());
+        assert!(error.len() <= MAX_ERROR_BYTES && !error.contains('\0') && !excerpt.contains('\0'));
+        assert!(long.starts_with(&excerpt));
+        let untouched = record(Some("HTTP 503"), Some("busy")).sanitized();
+        assert_eq!((untouched.error.as_deref(), untouched.excerpt.as_deref()), (Some("HTTP 503"), Some("busy")));
+    }
+
+    #[test]
+    fn degraded_record_keeps_the_outcome_without_the_receivers_text() {
+        let original = record(Some(&"x\0".repeat(500)), Some("ok"));
+        let degraded = original.degraded();
+        assert_eq!(degraded.excerpt, None);
+        let error = degraded.error.unwrap();
+        assert!(error.len() <= DEGRADED_ERROR_BYTES && !error.contains('\0'));
+        assert_eq!(
+            (degraded.delivery_id, degraded.attempt, degraded.status, degraded.status_code),
+            (original.delivery_id, 1, Status::Succeeded, Some(200))
+        );
+    }
 }

@@ -3,5 +3,6 @@
 mod dedupe;
 mod delivery;
 mod fairness;
+mod recording;
 mod retries;
 mod scale;

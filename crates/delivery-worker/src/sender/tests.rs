@@ -396,3 +396,67 @@ fn scrub_removes_url_path_and_query() {
     let long = "é".repeat(400);
     assert_eq!(scrub(&long, &target).len(), 512);
 }
+
+#[test]
+fn excerpt_decodes_before_cutting_and_replaces_nul() {
+    // A NUL is refused by PostgreSQL in `text`; it shows as U+FFFD like any other byte that is not text.
+    assert_eq!(excerpt(b"ok\0", false), "ok\u{FFFD}");
+    // 1 KiB of invalid bytes decodes to 1024 × U+FFFD (3 KiB): the text is cut, not the bytes.
+    let invalid = excerpt(&[0xff; 1024], false);
+    assert_eq!(invalid, "\u{FFFD}".repeat(341));
+    assert_eq!(invalid.len(), 1023);
+    // A Latin-1 error page: the one non-UTF-8 byte becomes U+FFFD, the rest is kept.
+    assert_eq!(excerpt(b"Erreur: donn\xe9es invalides", false), "Erreur: donn\u{FFFD}es invalides");
+}
+
+#[tokio::test]
+async fn nul_and_invalid_bytes_in_a_body_give_a_storable_excerpt() {
+    let mut answer = b"ok\0".to_vec();
+    answer.extend(std::iter::repeat_n(0xff, 2000));
+    let server = serve(Reply::Fixed(response("200 OK", "", &answer))).await;
+    let sender = sender(loopback_policy(), Duration::from_secs(5));
+    let outcome = sender.send(&format!("http://127.0.0.1:{}/", server.port()), headers(), body()).await;
+    let SendOutcome::Response { status, excerpt, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(status, 200);
+    assert!(excerpt.len() <= EXCERPT_BYTES && !excerpt.contains('\0'), "{excerpt:?}");
+    assert_eq!(excerpt, format!("ok{}", "\u{FFFD}".repeat(340)));
+}
+
+#[test]
+fn scrub_replaces_nul() {
+    let policy = EgressPolicy::strict();
+    let target = policy.check_url("https://crm.example.com/").unwrap();
+    assert_eq!(scrub("bad\0frame", &target), "bad frame");
+}
+
+proptest::proptest! {
+    /// Whatever bytes an endpoint answers with, the excerpt fits the log: at most 1 KiB of UTF-8, no NUL, and the
+    /// longest such prefix of the body's lossy decoding (with NUL as U+FFFD), short of at most one character.
+    #[test]
+    fn excerpt_of_arbitrary_bytes_is_storable(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2 * EXCERPT_BYTES),
+        cut: bool,
+    ) {
+        let text = excerpt(&bytes, cut);
+        let decoded = String::from_utf8_lossy(&bytes).replace('\0', "\u{FFFD}");
+        proptest::prop_assert!(text.len() <= EXCERPT_BYTES, "{} bytes", text.len());
+        proptest::prop_assert!(!text.contains('\0'));
+        proptest::prop_assert!(decoded.starts_with(&text), "{text:?} is not a prefix of {decoded:?}");
+        if !cut {
+            // Nothing is lost but what does not fit, and never more than one character's worth of it.
+            let expected = if decoded.len() <= EXCERPT_BYTES { decoded.len() } else { EXCERPT_BYTES - 3 };
+            proptest::prop_assert!(text.len() >= expected, "{} of {} bytes kept", text.len(), decoded.len());
+        }
+    }
+
+    /// Valid text made only of multi-byte characters, cut anywhere: the cut never splits or garbles a character.
+    #[test]
+    fn excerpt_of_cut_text_has_no_replacement(text in "[é€🦀a]{0,600}", keep in 0usize..2400) {
+        let bytes = text.as_bytes();
+        let keep = keep.min(bytes.len());
+        let got = excerpt(&bytes[..keep], keep < bytes.len());
+        proptest::prop_assert!(text.starts_with(&got));
+        proptest::prop_assert!(!got.contains(char::REPLACEMENT_CHARACTER), "{:?}", got);
+        proptest::prop_assert!(got.len() <= EXCERPT_BYTES);
+    }
+}

@@ -1,0 +1,128 @@
+//! The delivery log's writer against a real PostgreSQL (a fresh database per test): a record the database refuses
+//! never keeps the others of its batch out of the log, and an unreachable database is reported, not hidden.
+
+use chrono::Utc;
+use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
+use crm_tests::TestDb;
+use delivery_worker::store::{self, AttemptRecord, RecordError, Recorder, Status};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A migrated database with one workspace.
+async fn database() -> (TestDb, PgPool, Uuid) {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    service_common::db::MIGRATOR.run(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'Acme')").bind(ws).execute(&pool).await.unwrap();
+    (db, pool, ws)
+}
+
+/// A delivery of `ws`, claimed as a worker claims it before sending.
+async fn delivery(pool: &PgPool, ws: Uuid) -> Uuid {
+    let event = RowChangedEvent {
+        schema_version: EVENT_SCHEMA_VERSION,
+        id: Uuid::now_v7(),
+        event_type: EventType::WebhookTest,
+        occurred_at: Utc::now(),
+        workspace_id: ws,
+        trigger: Trigger::Test,
+        row: None,
+        changed_fields: vec![],
+        previous: Default::default(),
+    };
+    let claim = store::claim(pool, &event, &event.to_payload(), Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(claim, store::Claim::Ready { attempts: 0, budget_start: 0 });
+    event.id
+}
+
+fn record(delivery_id: Uuid, error: Option<&str>, excerpt: &str) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id,
+        attempt: 1,
+        started_at: Utc::now(),
+        duration: Duration::from_millis(12),
+        status_code: Some(200),
+        error: error.map(str::to_owned),
+        excerpt: Some(excerpt.to_owned()),
+        status: Status::Succeeded,
+        next_attempt_at: None,
+    }
+}
+
+/// The stored attempt of `id`: its excerpt and error, or `None` when there is no row.
+async fn stored(pool: &PgPool, id: Uuid) -> Option<(Option<String>, Option<String>)> {
+    sqlx::query_as("SELECT response_excerpt, error FROM delivery_attempts WHERE delivery_id = $1 AND attempt = 1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+async fn status(pool: &PgPool, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1").bind(id).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_bad_record_does_not_keep_the_others_of_its_batch_out() {
+    let (_db, pool, ws) = database().await;
+    let (good, too_long, with_nul, good_too) =
+        (delivery(&pool, ws).await, delivery(&pool, ws).await, delivery(&pool, ws).await, delivery(&pool, ws).await);
+    // No such delivery: refused whatever its text.
+    let gone = Uuid::now_v7();
+    // Straight to the writer, past the recorder's sanitiser: these break the log's CHECK and PostgreSQL's text.
+    let batch = [
+        record(good, None, "ok"),
+        record(too_long, None, &"x".repeat(2000)),
+        record(gone, None, "ok"),
+        record(with_nul, Some("bad\0frame"), "ok\0"),
+        record(good_too, Some("HTTP 200"), "fine"),
+    ];
+    assert!(store::record_batch(&pool, &batch).await.is_err(), "the batch as one statement is refused");
+    assert_eq!(stored(&pool, good).await, None, "one statement: nothing written");
+
+    let results = store::write_batch(&pool, &batch).await;
+    assert!(matches!(results[2], Err(RecordError::Refused(_))), "{results:?}");
+    for (i, result) in results.iter().enumerate().filter(|(i, _)| *i != 2) {
+        assert_eq!(result, &Ok(()), "record {i}: {results:?}");
+    }
+    assert_eq!(stored(&pool, good).await, Some((Some("ok".into()), None)));
+    assert_eq!(stored(&pool, good_too).await, Some((Some("fine".into()), Some("HTTP 200".into()))));
+    // The bad ones are in too, degraded: no excerpt, a storable error.
+    assert_eq!(stored(&pool, too_long).await, Some((None, None)));
+    assert_eq!(stored(&pool, with_nul).await, Some((None, Some("bad\u{FFFD}frame".into()))));
+    for id in [good, too_long, with_nul, good_too] {
+        assert_eq!(status(&pool, id).await, "succeeded");
+    }
+    assert_eq!(stored(&pool, gone).await, None);
+}
+
+#[tokio::test]
+async fn the_recorder_sanitises_what_it_writes() {
+    let (_db, pool, ws) = database().await;
+    let id = delivery(&pool, ws).await;
+    let recorder = Recorder::spawn(pool.clone());
+    let excerpt = format!("ok\0{}", "é".repeat(1500));
+    recorder.record(record(id, Some("bad\0frame"), &excerpt)).await.expect("recorded");
+    let (kept, error) = stored(&pool, id).await.expect("the attempt row");
+    let kept = kept.expect("the excerpt is kept, cut to fit");
+    // "ok" + U+FFFD (3 bytes) + 509 × "é" (2 bytes) = 1023 bytes: the next "é" would not fit.
+    assert_eq!(kept, format!("ok\u{FFFD}{}", "é".repeat(509)));
+    assert_eq!(error.as_deref(), Some("bad\u{FFFD}frame"));
+    assert_eq!(status(&pool, id).await, "succeeded");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_for_every_record() {
+    let (_db, pool, ws) = database().await;
+    let (first, second) = (delivery(&pool, ws).await, delivery(&pool, ws).await);
+    let recorder = Recorder::spawn(pool.clone());
+    pool.close().await;
+    let batch = [record(first, None, "ok"), record(second, None, "x".repeat(2000).as_str())];
+    let results = store::write_batch(&pool, &batch).await;
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| matches!(r, Err(RecordError::Unavailable(_)))), "{results:?}");
+    let recorded = recorder.record(record(first, None, "ok")).await;
+    assert!(matches!(recorded, Err(RecordError::Unavailable(_))), "{recorded:?}");
+}
