@@ -19,7 +19,9 @@ pub struct ApiConfig {
     /// `CRM_API_MAX_IN_FLIGHT` (default 512): API requests served at once; the excess is answered 503 with
     /// `Retry-After` at once instead of queueing without bound.
     pub max_in_flight: usize,
-    /// `CRM_API_HEADER_TIMEOUT_MS` (default 10000): a client must send a whole request head within this.
+    /// `CRM_API_HEADER_TIMEOUT_MS` (default 30000): a client must send a whole request head within this. The clock
+    /// starts when the server is ready for the next request, so it also closes keep-alive connections idle this
+    /// long.
     pub header_read_timeout: Duration,
     /// `CRM_API_BODY_TIMEOUT_MS` (default 10000): a client must send its whole body within this once the handler
     /// (after authorisation) starts reading it; otherwise 408.
@@ -67,7 +69,7 @@ impl ApiConfig {
         if !(1..=100_000).contains(&max_in_flight) {
             return Err(ConfigError::invalid("CRM_API_MAX_IN_FLIGHT", "must be from 1 to 100000"));
         }
-        let header_read_timeout = env.millis_or("CRM_API_HEADER_TIMEOUT_MS", 10_000)?;
+        let header_read_timeout = env.millis_or("CRM_API_HEADER_TIMEOUT_MS", 30_000)?;
         let body_read_timeout = env.millis_or("CRM_API_BODY_TIMEOUT_MS", 10_000)?;
         for (name, value) in
             [("CRM_API_HEADER_TIMEOUT_MS", header_read_timeout), ("CRM_API_BODY_TIMEOUT_MS", body_read_timeout)]

@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `shutdown`, then waits for requests in flight. A client that has not sent
-/// a whole request head within `header_read_timeout` of starting one (or of the connection opening) is
-/// disconnected.
+/// a whole request head within `header_read_timeout` of the server being ready for it (the connection opening,
+/// or the previous response going out) is disconnected: this is also the idle keep-alive timeout.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, header_read_timeout: Duration) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
