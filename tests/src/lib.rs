@@ -1,151 +1,24 @@
-//! The end-to-end test harness.
-//!
-//! Every test gets its own PostgreSQL database (created fresh, dropped at the end) and its own JetStream stream
-//! and subject prefix on the machine's NATS, and boots the real services on port 0 against them. Nothing of our
-//! own infrastructure is mocked; the only fake is the receiving CRM. A test that needs to stop NATS starts its
-//! own `nats-server` on a spare port ([`NatsServer`]) and never touches the shared one.
-//!
-//! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server to create test
-//! databases on; `TEST_NATS_URL` (default `nats://127.0.0.1:4222`) the shared NATS.
+//! The end-to-end test harness: the real crm-api (and workers) booted on port 0 against a test's own database and
+//! stream, a typed API client, and helpers that read what reached the stream. The infrastructure underneath (test
+//! databases, streams, private servers, the fake receiver) is `test-support`'s and is re-exported here, so a
+//! test file needs only this crate.
 
 pub mod api;
-pub mod nats_server;
-pub mod pg_cluster;
 pub mod pipeline;
-pub mod receiver;
 pub mod stream;
 
 pub use api::{Api, Response};
-pub use nats_server::NatsServer;
 pub use pipeline::{Pipeline, PipelineSpec, WorkerProcess};
-pub use receiver::{Receiver, Reply};
+pub use test_support::*;
 
-use base64::Engine;
 use crm_api::{ApiConfig, Application};
 use service_common::Env;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn shared_nats_url() -> String {
-    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// Logs for a test run: quiet unless `RUST_LOG` asks.
-pub fn init_logging() {
-    service_common::telemetry::init("warn", tracing_subscriber::fmt::TestWriter::new);
-}
-
-/// A database of one test, dropped (with `FORCE`) when the value is dropped.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let name = format!("crm_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&server_url()).await.expect("connect to the test PostgreSQL server");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
-        let _ = admin.close().await;
-        let base = server_url();
-        let url = match base.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{name}"),
-            None => panic!("TEST_DATABASE_URL must end in /<database>"),
-        };
-        TestDb { name, url }
-    }
-
-    pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.expect("connect to test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async: use a short-lived runtime on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A unique stream name and subject prefix on a NATS server; the stream is deleted on drop.
-pub struct TestStream {
-    pub nats_url: String,
-    pub stream: String,
-    pub prefix: String,
-}
-
-impl TestStream {
-    pub fn new(nats_url: &str) -> TestStream {
-        let id = Uuid::new_v4().simple().to_string();
-        TestStream { nats_url: nats_url.to_owned(), stream: format!("T_{id}"), prefix: format!("t{id}") }
-    }
-
-    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(&self.nats_url).await.expect("connect to NATS");
-        async_nats::jetstream::new(client)
-    }
-}
-
-impl Drop for TestStream {
-    fn drop(&mut self) {
-        let (url, stream) = (self.nats_url.clone(), self.stream.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                let connect =
-                    async_nats::ConnectOptions::new().connection_timeout(Duration::from_millis(500)).connect(url);
-                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
-                    let js = async_nats::jetstream::new(client);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(&stream)).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-pub fn secret_key_b64() -> String {
-    base64::engine::general_purpose::STANDARD.encode([42u8; 32])
-}
-
-/// The environment a service of this test reads, as a map (tests never touch the process environment).
-pub fn base_env(db: &TestDb, stream: &TestStream) -> HashMap<String, String> {
-    HashMap::from([
-        ("DATABASE_URL".to_owned(), db.url.clone()),
-        ("NATS_URL".to_owned(), stream.nats_url.clone()),
-        ("CRM_SECRET_KEY".to_owned(), secret_key_b64()),
-        ("CRM_STREAM".to_owned(), stream.stream.clone()),
-        ("CRM_SUBJECT_PREFIX".to_owned(), stream.prefix.clone()),
-        ("CRM_API_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-        ("CRM_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
-        ("CRM_RELAY_POLL_MS".to_owned(), "200".to_owned()),
-    ])
-}
 
 /// A running crm-api.
 pub struct ApiProcess {
@@ -223,28 +96,4 @@ impl TestApp {
     pub async fn wait_outbox_drained(&self) {
         eventually(Duration::from_secs(20), || async { self.outbox_len().await == 0 }).await;
     }
-}
-
-/// Polls `condition` every 20 ms until it holds; panics after `timeout`. Used where the system offers no event to
-/// await (a row count, a stream's message count).
-pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("condition not met within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; fine for a child server we start right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

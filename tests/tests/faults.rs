@@ -7,8 +7,8 @@ use crm_bench::ledger::{Ledger, Phase, Report};
 use crm_bench::load::{Generator, Target};
 use crm_bench::receiver::{Behaviour, BenchReceiver};
 use crm_bench::stack::{Stack, StackSpec};
-use crm_tests::pg_cluster::PgCluster;
 use crm_tests::NatsServer;
+use crm_tests::PgCluster;
 use std::sync::Arc;
 use std::time::Duration;
 

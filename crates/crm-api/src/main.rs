@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
 
 async fn migrate(config: &ApiConfig) -> anyhow::Result<()> {
     let pool = db::connect(&config.common.database_url, 2, "crm-api-migrate").await?;
-    db::migrate(&pool).await?;
+    crm_db::migrate(&pool).await?;
     println!("migrations applied");
     Ok(())
 }

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const NOTIFY_CHANNEL: &str = "crm_outbox";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +87,10 @@ impl Relay {
         let listener = {
             let (pool, wake, shutdown) = (self.pool.clone(), wake.clone(), shutdown.clone());
             tokio::spawn(async move {
-                service_common::db::follow_channel(&pool, NOTIFY_CHANNEL, &shutdown, |_| wake.notify_one()).await
+                service_common::db::follow_channel(&pool, crm_db::Channel::Outbox.name(), &shutdown, |_| {
+                    wake.notify_one()
+                })
+                .await
             })
         };
         let mut backoff = Duration::from_millis(100);

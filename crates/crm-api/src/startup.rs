@@ -33,7 +33,7 @@ impl Application {
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         if config.migrate_on_start {
-            db::migrate(&pool).await.context("applying migrations")?;
+            crm_db::migrate(&pool).await.context("applying migrations")?;
         }
         let client = nats::connect(&config.common.nats_url, "crm-api").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
@@ -161,7 +161,7 @@ async fn housekeeping(state: AppState, delivery_retention: Duration, shutdown: C
 /// Drops revoked tokens from this replica's cache as other replicas announce them (`NOTIFY crm_tokens`), and every
 /// cached token when announcements may have been missed.
 async fn follow_revocations(state: AppState, shutdown: CancellationToken) {
-    service_common::db::follow_channel(&state.pool, "crm_tokens", &shutdown, |heard| match heard {
+    service_common::db::follow_channel(&state.pool, crm_db::Channel::Tokens.name(), &shutdown, |heard| match heard {
         Heard::Notification(payload) => state.tokens.heard_revocation(decode_hex(payload).as_deref()),
         Heard::Gap => state.tokens.heard_revocation(None),
     })

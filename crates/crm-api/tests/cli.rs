@@ -54,7 +54,7 @@ fn bad_configuration_is_one_line_naming_the_variable() {
 
 #[tokio::test]
 async fn migrate_applies_migrations_and_exits() {
-    let db = crm_tests::TestDb::create().await;
+    let db = test_support::TestDb::create().await;
     let output = crm_api().arg("migrate").env("DATABASE_URL", &db.url).env("CRM_SECRET_KEY", KEY).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let pool = db.pool().await;
@@ -76,7 +76,7 @@ async fn reseal_secrets_moves_every_secret_to_the_current_key() {
     use secrecy::{ExposeSecret, SecretString};
     let b64 = |b: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(b);
     let (old, new) = (b64([1; 32]), b64([2; 32]));
-    let db = crm_tests::TestDb::create().await;
+    let db = test_support::TestDb::create().await;
     let migrate = crm_api().arg("migrate").env("DATABASE_URL", &db.url).env("CRM_SECRET_KEY", &old).output().unwrap();
     assert!(migrate.status.success());
     let pool = db.pool().await;

@@ -14,9 +14,10 @@ use crate::metrics::WorkerMetrics;
 use crate::retry::{Decision, RetryPolicy};
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
-use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder, Status};
+use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder};
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
+use crm_db::{DeliveryStatus, SkipReason};
 use crm_events::{EventType, RowChangedEvent};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sqlx::PgPool;
@@ -101,20 +102,20 @@ fn hold_back_delay(base: Duration) -> Duration {
 }
 
 /// Why an event is not sent at all, if it is not.
-fn skip_reason(event: &RowChangedEvent, webhook: Option<&Webhook>) -> Option<&'static str> {
-    let Some(webhook) = webhook else { return Some("webhook not configured") };
+fn skip_reason(event: &RowChangedEvent, webhook: Option<&Webhook>) -> Option<SkipReason> {
+    let Some(webhook) = webhook else { return Some(SkipReason::NotConfigured) };
     if webhook.url.is_none() || webhook.signer.is_none() {
-        return Some("webhook has no URL or secret");
+        return Some(SkipReason::NoUrlOrSecret);
     }
     // A test event is sent whenever there is somewhere to send it, so a webhook can be tried before it is enabled.
     if event.event_type == EventType::WebhookTest {
         return None;
     }
     if !webhook.enabled {
-        return Some("webhook disabled");
+        return Some(SkipReason::Disabled);
     }
     if !webhook.subscribes(event.event_type.as_str()) {
-        return Some("event not subscribed");
+        return Some(SkipReason::NotSubscribed);
     }
     None
 }
@@ -229,10 +230,12 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
         | SendOutcome::Network { duration, .. } => (None, None, *duration),
     };
     let (status, verdict, error, outcome_label) = match &decision {
-        Decision::Success => (Status::Succeeded, Verdict::Ack, None, "succeeded"),
-        Decision::Retry { after, reason } => (Status::Retrying, Verdict::Nak(*after), Some(reason.clone()), "retrying"),
-        Decision::Failed { reason, .. } => (Status::Failed, Verdict::Term, Some(reason.clone()), "failed"),
-        Decision::Dead { reason } => (Status::Dead, Verdict::Term, Some(reason.clone()), "dead"),
+        Decision::Success => (DeliveryStatus::Succeeded, Verdict::Ack, None, "succeeded"),
+        Decision::Retry { after, reason } => {
+            (DeliveryStatus::Retrying, Verdict::Nak(*after), Some(reason.clone()), "retrying")
+        }
+        Decision::Failed { reason, .. } => (DeliveryStatus::Failed, Verdict::Term, Some(reason.clone()), "failed"),
+        Decision::Dead { reason } => (DeliveryStatus::Dead, Verdict::Term, Some(reason.clone()), "dead"),
     };
     let next_attempt_at = match &decision {
         Decision::Retry { after, .. } => chrono::Duration::from_std(*after).ok().map(|d| Utc::now() + d),
@@ -427,15 +430,15 @@ mod tests {
     #[test]
     fn skips_follow_the_settings() {
         let created = event(EventType::RowCreated);
-        assert_eq!(skip_reason(&created, None), Some("webhook not configured"));
-        assert_eq!(skip_reason(&created, Some(&webhook(false, &["crm_row.created"]))), Some("webhook disabled"));
-        assert_eq!(skip_reason(&created, Some(&webhook(true, &["crm_row.updated"]))), Some("event not subscribed"));
+        assert_eq!(skip_reason(&created, None), Some(SkipReason::NotConfigured));
+        assert_eq!(skip_reason(&created, Some(&webhook(false, &["crm_row.created"]))), Some(SkipReason::Disabled));
+        assert_eq!(skip_reason(&created, Some(&webhook(true, &["crm_row.updated"]))), Some(SkipReason::NotSubscribed));
         assert_eq!(skip_reason(&created, Some(&webhook(true, &["crm_row.created"]))), None);
         let test = event(EventType::WebhookTest);
         assert_eq!(skip_reason(&test, Some(&webhook(false, &[]))), None, "a test is sent to a disabled webhook");
         let mut no_secret = webhook(true, &["crm_row.created"]);
         no_secret.signer = None;
-        assert_eq!(skip_reason(&test, Some(&no_secret)), Some("webhook has no URL or secret"));
+        assert_eq!(skip_reason(&test, Some(&no_secret)), Some(SkipReason::NoUrlOrSecret));
     }
 
     #[test]

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use webhook_signing::{Signer, SigningKey};
 
-const CHANNEL: &str = "crm_settings";
 const TTL: Duration = Duration::from_secs(60);
 
 /// One workspace's webhook, ready to send with.
@@ -163,7 +162,8 @@ impl SettingsCache {
     /// Follows `crm_settings` notifications until `shutdown`: a workspace's entry is dropped when its settings
     /// change, and everything when notifications may have been missed.
     pub async fn follow_changes(self, shutdown: CancellationToken) {
-        service_common::db::follow_channel(&self.pool, CHANNEL, &shutdown, |heard| match heard {
+        service_common::db::follow_channel(&self.pool, crm_db::Channel::Settings.name(), &shutdown, |heard| match heard
+        {
             Heard::Notification(payload) => match Uuid::parse_str(payload) {
                 Ok(ws) => self.invalidate(ws),
                 Err(_) => self.clear(),

@@ -6,6 +6,7 @@
 //! record.
 
 use chrono::{DateTime, Utc};
+use crm_db::{DeliveryStatus, SkipReason};
 use crm_events::RowChangedEvent;
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -21,30 +22,6 @@ pub enum Claim {
     Ended,
     /// Another worker holds a live lease on it: hand it back for later.
     Leased,
-}
-
-/// A delivery's status, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Retrying,
-    Succeeded,
-    Failed,
-    Dead,
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Retrying => "retrying",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Dead => "dead",
-            Status::Skipped => "skipped",
-        }
-    }
 }
 
 fn millis(d: Duration) -> i64 {
@@ -74,12 +51,13 @@ pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Du
     }
     let status: String =
         sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1").bind(event.id).fetch_one(pool).await?;
-    Ok(if matches!(status.as_str(), "pending" | "retrying") { Claim::Leased } else { Claim::Ended })
+    let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
+    Ok(if ended { Claim::Ended } else { Claim::Leased })
 }
 
 /// Records a delivery as skipped (webhook off, or event not subscribed), creating it if needed. A delivery that has
 /// already ended or is leased by another worker is left alone.
-pub async fn skip(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], reason: &str) -> Result<(), sqlx::Error> {
+pub async fn skip(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], reason: SkipReason) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, last_error)
          VALUES ($1, $2, $3, $4, 'skipped', $5, $6)
@@ -93,7 +71,7 @@ pub async fn skip(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], reason: &s
     .bind(event.event_type.as_str())
     .bind(event.row.as_ref().map(|r| r.id))
     .bind(raw)
-    .bind(reason)
+    .bind(reason.as_str())
     .execute(pool)
     .await?;
     Ok(())
@@ -115,7 +93,7 @@ pub struct AttemptRecord {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub excerpt: Option<String>,
-    pub status: Status,
+    pub status: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -334,7 +312,11 @@ pub async fn disable_webhook(pool: &PgPool, workspace_id: Uuid, reason: &str) ->
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify('crm_settings', $1)").bind(workspace_id.to_string()).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crm_db::Channel::Settings.name())
+        .bind(workspace_id.to_string())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
@@ -351,7 +333,7 @@ mod tests {
             status_code: Some(200),
             error: error.map(str::to_owned),
             excerpt: excerpt.map(str::to_owned),
-            status: Status::Succeeded,
+            status: DeliveryStatus::Succeeded,
             next_attempt_at: None,
         }
     }
@@ -387,7 +369,7 @@ mod tests {
         assert!(error.len() <= DEGRADED_ERROR_BYTES && !error.contains('\0'));
         assert_eq!(
             (degraded.delivery_id, degraded.attempt, degraded.status, degraded.status_code),
-            (original.delivery_id, 1, Status::Succeeded, Some(200))
+            (original.delivery_id, 1, DeliveryStatus::Succeeded, Some(200))
         );
     }
 }

@@ -54,17 +54,13 @@ fn help_version_and_bad_configuration() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let db = crm_tests::TestDb::create().await;
-    let stream = crm_tests::TestStream::new(&crm_tests::shared_nats_url());
-    // The schema comes from crm-api's migrations.
-    crm_api::Application::build(
-        crm_api::ApiConfig::from_env(&service_common::Env::from_map(crm_tests::base_env(&db, &stream))).unwrap(),
-    )
-    .await
-    .unwrap();
-    let port = crm_tests::free_port();
+    let db = test_support::TestDb::create().await;
+    let stream = test_support::TestStream::new(&test_support::shared_nats_url());
+    // The schema the worker expects, as crm-api's migrate would leave it.
+    crm_db::migrate(&db.pool().await).await.expect("migrations");
+    let port = test_support::free_port();
     let mut child = worker()
-        .envs(crm_tests::base_env(&db, &stream))
+        .envs(test_support::base_env(&db, &stream))
         .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -2,18 +2,19 @@
 //! never keeps the others of its batch out of the log, and an unreachable database is reported, not hidden.
 
 use chrono::Utc;
+use crm_db::DeliveryStatus;
 use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
-use crm_tests::TestDb;
-use delivery_worker::store::{self, AttemptRecord, RecordError, Recorder, Status};
+use delivery_worker::store::{self, AttemptRecord, RecordError, Recorder};
 use sqlx::PgPool;
 use std::time::Duration;
+use test_support::TestDb;
 use uuid::Uuid;
 
 /// A migrated database with one workspace.
 async fn database() -> (TestDb, PgPool, Uuid) {
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    service_common::db::MIGRATOR.run(&pool).await.expect("migrations");
+    crm_db::MIGRATOR.run(&pool).await.expect("migrations");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'Acme')").bind(ws).execute(&pool).await.unwrap();
     (db, pool, ws)
@@ -46,7 +47,7 @@ fn record(delivery_id: Uuid, error: Option<&str>, excerpt: &str) -> AttemptRecor
         status_code: Some(200),
         error: error.map(str::to_owned),
         excerpt: Some(excerpt.to_owned()),
-        status: Status::Succeeded,
+        status: DeliveryStatus::Succeeded,
         next_attempt_at: None,
     }
 }

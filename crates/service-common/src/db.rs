@@ -1,13 +1,10 @@
-//! The PostgreSQL pool and the embedded migrations (`migrations/` at the top of the repository).
+//! PostgreSQL pools and the `LISTEN` loop. The schema and its migrations are `crm-db`'s.
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
-
-/// The migrations every service shares, embedded at build time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// Opens a pool. Connections are made on demand, so a PostgreSQL restart heals by itself: a failed query returns
 /// an error to its caller and the next acquire reconnects.
@@ -81,9 +78,4 @@ pub async fn follow_channel(
             }
         }
     }
-}
-
-/// Applies pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
 }

@@ -16,7 +16,7 @@ async fn migrated() -> (TestDb, PgPool, Uuid) {
     crm_tests::init_logging();
     let db = TestDb::create().await;
     let pool = db.pool().await;
-    service_common::db::migrate(&pool).await.expect("migrations apply");
+    crm_db::migrate(&pool).await.expect("migrations apply");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'Retention')").bind(ws).execute(&pool).await.unwrap();
     (db, pool, ws)

@@ -2,12 +2,11 @@
 //! a delivery only for a test event (so its id can be looked up at once) and re-opens one for a redelivery.
 
 use chrono::{DateTime, Utc};
+use crm_db::DeliveryStatus;
 use crm_events::{RowChangedEvent, Subjects};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
-
-pub const STATUSES: [&str; 6] = ["pending", "retrying", "succeeded", "failed", "dead", "skipped"];
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Delivery {
@@ -44,7 +43,7 @@ const COLUMNS: &str =
 pub async fn list(
     db: impl PgExecutor<'_>,
     workspace_id: Uuid,
-    status: Option<&str>,
+    status: Option<DeliveryStatus>,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
@@ -53,7 +52,13 @@ pub async fn list(
           WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR id < $3)
           ORDER BY id DESC LIMIT $4"
     );
-    sqlx::query_as(&sql).bind(workspace_id).bind(status).bind(before).bind(limit).fetch_all(db).await
+    sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(status.map(DeliveryStatus::as_str))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 pub async fn get(
@@ -115,7 +120,7 @@ pub async fn redeliver(
         .await?;
     let Some(row) = row else { return Ok(RedeliverOutcome::NotFound) };
     let status: String = row.get("status");
-    if matches!(status.as_str(), "pending" | "retrying") {
+    if status.parse::<DeliveryStatus>().is_ok_and(|s| !s.has_ended()) {
         return Ok(RedeliverOutcome::InProgress);
     }
     let event: Vec<u8> = row.get("event");

@@ -134,7 +134,11 @@ pub async fn drop_previous_secret(tx: &mut PgConnection, workspace_id: Uuid) -> 
 
 /// Tells every worker (at commit) that this workspace's settings changed.
 pub async fn notify_changed(tx: &mut PgConnection, workspace_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('crm_settings', $1)").bind(workspace_id.to_string()).execute(tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crm_db::Channel::Settings.name())
+        .bind(workspace_id.to_string())
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

@@ -105,10 +105,11 @@ pub async fn delete_token(
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH gone AS (DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2 RETURNING token_hash)
-         SELECT token_hash FROM gone, LATERAL (SELECT pg_notify('crm_tokens', encode(token_hash, 'hex'))) n",
+         SELECT token_hash FROM gone, LATERAL (SELECT pg_notify($3, encode(token_hash, 'hex'))) n",
     )
     .bind(id)
     .bind(workspace_id)
+    .bind(crm_db::Channel::Tokens.name())
     .fetch_optional(db)
     .await
 }

@@ -4,12 +4,13 @@ use crate::auth::{can, Authorized};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::ApiQuery;
 use crate::pagination;
-use crate::repo::deliveries::{self, RedeliverOutcome, STATUSES};
+use crate::repo::deliveries::{self, RedeliverOutcome};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use crm_db::DeliveryStatus;
 use serde_json::{json, Value};
 
 pub async fn list(
@@ -18,10 +19,15 @@ pub async fn list(
     ApiQuery(query): ApiQuery,
 ) -> ApiResult<Json<Value>> {
     let mut errors = Vec::new();
-    let status = query.get("status").map(String::as_str).filter(|s| !s.is_empty());
-    if status.is_some_and(|s| !STATUSES.contains(&s)) {
-        errors.push(FieldError::new("status", format!("must be one of {}", STATUSES.join(", "))));
-    }
+    let status = match query.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => raw
+            .parse::<DeliveryStatus>()
+            .map_err(|_| {
+                errors.push(FieldError::new("status", format!("must be one of {}", DeliveryStatus::spellings())))
+            })
+            .ok(),
+    };
     let page = pagination::params(&query, errors)?;
     let found = deliveries::list(&state.pool, caller.workspace_id, status, page.after, page.limit + 1).await?;
     let (items, next) = pagination::page(found, page.limit, |d| d.id);

@@ -1,0 +1,53 @@
+//! The database crm-api and delivery-worker share, as both must spell it.
+//!
+//! crm-api owns rows, settings, tokens and the outbox; the worker owns the delivery log; crm-api reads the log
+//! back. What both sides must agree on lives here, once: the migrations (`migrations/` at the top of the
+//! repository, embedded at build time), the `LISTEN`/`NOTIFY` channels, and the values stored in text columns
+//! that both read or write (a delivery's status, why a delivery was skipped). No connection handling: that is
+//! `service-common`'s.
+
+mod status;
+
+pub use status::{DeliveryStatus, SkipReason, UnknownValue};
+
+/// The migrations, embedded at build time. `crm-api migrate` (and `crm-api serve`, unless told not to) applies
+/// them; the worker never does.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// The `LISTEN`/`NOTIFY` channels. Notifications are wake-ups and cache invalidations, never the only copy of a
+/// fact: a listener that was away treats its reconnection as "anything may have changed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Sent at commit by every insert into `outbox` (a statement-level trigger): wakes the relays.
+    Outbox,
+    /// Payload: a workspace id whose webhook settings changed. Workers drop their cached copy.
+    Settings,
+    /// Payload: the hex SHA-256 of a revoked token. crm-api replicas drop it from their token cache.
+    Tokens,
+}
+
+impl Channel {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Channel::Outbox => "crm_outbox",
+            Channel::Settings => "crm_settings",
+            Channel::Tokens => "crm_tokens",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_trigger_notifies_the_outbox_channel() {
+        let migration = include_str!("../../../migrations/20261122000004_outbox.sql");
+        assert!(migration.contains(&format!("pg_notify('{}'", Channel::Outbox.name())), "{migration}");
+    }
+}
