@@ -9,7 +9,7 @@
 #
 # State (secrets, logs, pids) lives in $STATE_DIR, default <repo>/.dev (gitignored as /.dev).
 # Ports can be moved with DEV_API_PORT, DEV_WORKER_PORT, DEV_SINK_PORT, DEV_NATS_PORT, DEV_NATS_MONITOR_PORT, and
-# the database with DEV_DB_NAME; the defaults are the ones in CONTRACT.md and the README.
+# the database with DEV_DB_NAME; the defaults are the ones in docs/contract.md and the README.
 set -euo pipefail
 
 usage() {

@@ -27,7 +27,7 @@ LISTEN_FLAG = {"webhook-sink": "--listen"}
 REQUIRED_BINARIES = {"crm-api", "delivery-worker", "webhook-sink"}
 # Values that must come from a Secret in Kubernetes and never sit in a ConfigMap or a manifest.
 SECRET_VARS = {"DATABASE_URL", "CRM_SECRET_KEY", "CRM_SECRET_KEY_PREVIOUS", "CRM_ADMIN_TOKEN", "WEBHOOK_SINK_SECRET"}
-# Development-only switches that widen where webhooks may go (CONTRACT §1).
+# Development-only switches that widen where webhooks may go (docs/contract.md §1).
 EGRESS_DEV_VARS = {"CRM_EGRESS_ALLOW_HTTP", "CRM_EGRESS_ALLOW_CIDRS"}
 ANY_HOST = {"0.0.0.0", "::"}
 

@@ -1,4 +1,4 @@
-// CRM webhook console: a small single-page app over the public REST API (CONTRACT §2). No framework, no build
+// CRM webhook console: a small single-page app over the public REST API (docs/contract.md §2). No framework, no build
 // step, no third-party code. It talks only to /v1/workspaces/{ws}/* with the workspace token entered on the
 // sign-in screen; the token lives in this tab's sessionStorage and is sent only in the Authorization header.
 //

@@ -1,4 +1,4 @@
-//! Authentication and capabilities (CONTRACT §2, "Auth and capabilities").
+//! Authentication and capabilities (docs/contract.md §2, "Auth and capabilities").
 //!
 //! Workspace tokens are random 32-byte values shown once; only their SHA-256 is stored. A replica keeps the tokens
 //! it has seen in a short-lived cache ([`TokenCache`]); a revocation drops the token from every replica's cache

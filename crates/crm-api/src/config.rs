@@ -1,4 +1,4 @@
-//! crm-api's configuration (CONTRACT §1): the common variables plus its own.
+//! crm-api's configuration (docs/contract.md §1): the common variables plus its own.
 
 use secrecy::SecretString;
 use service_common::{CommonConfig, ConfigError, Env};

@@ -1,5 +1,5 @@
 //! crm-api: the REST API for CRM rows, webhook settings and the delivery log, and the outbox relay that publishes
-//! every row change to JetStream. See CONTRACT §2 for the routes and §3 for the events.
+//! every row change to JetStream. See docs/contract.md §2 for the routes and §3 for the events.
 
 pub mod auth;
 pub mod config;

@@ -1,4 +1,4 @@
-//! Cursor pagination (CONTRACT §2): `?limit=` 1..=200 (default 50) and an opaque `?cursor=`.
+//! Cursor pagination (docs/contract.md §2): `?limit=` 1..=200 (default 50) and an opaque `?cursor=`.
 //!
 //! A cursor is the URL-safe base64 of the last item's id; ids are UUIDv7, so they order by creation.
 

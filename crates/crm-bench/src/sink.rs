@@ -1,6 +1,6 @@
 //! The webhook sink: a local HTTP receiver that verifies outbound webhooks the way a careful CRM would.
 //!
-//! For every `POST` (on any path) it checks both signature schemes of CONTRACT §4 with [`webhook_signing::Verifier`]:
+//! For every `POST` (on any path) it checks both signature schemes of docs/contract.md §4 with [`webhook_signing::Verifier`]:
 //! the crm scheme (`x-crm-webhook-timestamp` + `x-crm-webhook-signature`) and Standard Webhooks (`webhook-id` +
 //! `webhook-timestamp` + `webhook-signature`). It also checks that `x-crm-webhook-id` equals `webhook-id` and that the
 //! body's `id` equals both. A delivery passing every check is answered with the configured status and
@@ -27,7 +27,7 @@ use webhook_signing::{
     STANDARD_TIMESTAMP_HEADER,
 };
 
-/// Header carrying the event id (CONTRACT §4); must equal `webhook-id`.
+/// Header carrying the event id (docs/contract.md §4); must equal `webhook-id`.
 pub const CRM_ID_HEADER: &str = "x-crm-webhook-id";
 /// Header carrying the event type.
 pub const CRM_EVENT_HEADER: &str = "x-crm-webhook-event";

@@ -1,4 +1,4 @@
-//! The event contract between crm-api and delivery-worker (CONTRACT §3).
+//! The event contract between crm-api and delivery-worker (docs/contract.md §3).
 //!
 //! Types, subjects, stream and consumer names, and the schema version: everything both sides must agree on, and
 //! nothing about how the bytes travel. The crate deliberately has no NATS dependency, so the contract can be read,
@@ -100,7 +100,7 @@ impl RowChangedEvent {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The webhook body for this event (CONTRACT §4), built by crm-mapping.
+    /// The webhook body for this event (docs/contract.md §4), built by crm-mapping.
     pub fn to_payload(&self) -> Vec<u8> {
         crm_mapping::build_payload(&crm_mapping::PayloadSource {
             id: self.id,

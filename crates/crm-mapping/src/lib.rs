@@ -2,7 +2,7 @@
 //!
 //! A CRM row is one lead's line in the CRM sheet: the lead's contact fields joined with its CRM fields. The same
 //! shape appears in every API response that shows a row, in the event snapshot on the stream, and in the outbound
-//! webhook payload (CONTRACT §2 and §4). Keeping it in one crate means a field added here shows up everywhere at
+//! webhook payload (docs/contract.md §2 and §4). Keeping it in one crate means a field added here shows up everywhere at
 //! once, and a receiver sees exactly what the sheet shows.
 //!
 //! The crate has no database or HTTP dependency: it is plain data and its serialisation.

@@ -1,4 +1,4 @@
-//! The outbound webhook payload (CONTRACT §4), built from a row snapshot.
+//! The outbound webhook payload (docs/contract.md §4), built from a row snapshot.
 //!
 //! The payload is a function of the event alone, so every attempt and every redelivery of one event sends the same
 //! body; only the signature headers, which include the send time, change between attempts.

@@ -1,4 +1,4 @@
-//! delivery-worker's configuration (CONTRACT §1): the common variables plus its own. Defaults are documented in
+//! delivery-worker's configuration (docs/contract.md §1): the common variables plus its own. Defaults are documented in
 //! the README's configuration table.
 
 use crate::retry::RetryPolicy;
@@ -6,7 +6,7 @@ use service_common::{CommonConfig, ConfigError, Env};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The retry schedule spans at least this long by default (CONTRACT §1: "a schedule covering at least 24 h").
+/// The retry schedule spans at least this long by default (the default schedule must cover at least 24 h: docs/contract.md §4, "Retries").
 pub const DEFAULT_RETRY_SPAN: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Debug)]

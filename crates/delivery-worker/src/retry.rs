@@ -1,8 +1,8 @@
 //! What one attempt's outcome means, and when to try again.
 //!
-//! Retries are JetStream's job (DESIGN.md, "Retries are JetStream's job"): the worker does not sleep or keep a
+//! Retries are JetStream's job (docs/decisions.md): the worker does not sleep or keep a
 //! timer; it NAKs the message with a delay and JetStream redelivers it then, to whichever replica is free. This
-//! module owns the two pieces of policy behind that: the decision matrix of CONTRACT §4 (which outcomes are
+//! module owns the two pieces of policy behind that: the decision matrix of docs/contract.md §4 (which outcomes are
 //! success, retryable, terminal, or retryable-but-exhausted) and the exponential backoff schedule that produces
 //! the NAK delays. [`Decision`] maps one-to-one onto ack / NAK-with-delay / term.
 //!
@@ -22,7 +22,7 @@ use crate::sender::SendOutcome;
 pub const DEFAULT_BASE: Duration = Duration::from_secs(5);
 /// Default `CRM_WEBHOOK_RETRY_MAX_MS`: delays double up to one hour.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(60 * 60);
-/// How long the default schedule keeps retrying (CONTRACT: "a schedule covering at least 24 h").
+/// How long the default schedule keeps retrying (the default schedule must cover at least 24 h: docs/contract.md §4, "Retries").
 pub const DEFAULT_SPAN: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The exponential backoff schedule and the attempt budget.

@@ -1,4 +1,4 @@
-//! The configuration both services read (CONTRACT §1).
+//! The configuration both services read (docs/contract.md §1).
 //!
 //! Variables are read once, at start, through [`Env`] — a lookup function rather than the process environment —
 //! so tests can build any number of configurations side by side without `env::set_var`. A missing or malformed

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics`, served the same way by both services (CONTRACT §1). Metrics are in the
+//! `/healthz`, `/readyz` and `/metrics`, served the same way by both services (docs/contract.md §1). Metrics are in the
 //! OpenMetrics text format, which Prometheus scrapes natively, with its own content type.
 
 use crate::metrics::MetricsRegistry;

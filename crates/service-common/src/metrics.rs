@@ -87,7 +87,7 @@ pub async fn track_http(State(metrics): State<HttpMetrics>, request: Request, ne
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
-    // The request's span: where a trace starts (CONTRACT §3: API request → publish → each delivery attempt).
+    // The request's span: where a trace starts (docs/contract.md §3: API request → publish → each delivery attempt).
     let span = tracing::info_span!("http.request", http.request.method = %method, http.route = %route);
     // A caller that sends `traceparent` owns the trace: the request (and the events it writes) joins it.
     crate::trace::set_parent_from_http(&span, request.headers());

@@ -1,4 +1,4 @@
-//! The NATS connection and the stream definition (CONTRACT §3, NATS-NOTES).
+//! The NATS connection and the stream definition (docs/contract.md §3, docs/jetstream.md).
 
 use async_nats::jetstream::{self, stream};
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The REST API's routes (CONTRACT §2). Handlers are short: extract and authorise, call the function that does
+//! The REST API's routes (docs/contract.md §2). Handlers are short: extract and authorise, call the function that does
 //! the work in a transaction, shape the response.
 
 mod admin;
