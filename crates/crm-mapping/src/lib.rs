@@ -2,91 +2,23 @@
 //!
 //! A CRM row is one lead's line in the CRM sheet: the lead's contact fields joined with its CRM fields. The same
 //! shape appears in every API response that shows a row, in the event snapshot on the stream, and in the outbound
-//! webhook payload (docs/contract.md §2 and §4). Keeping it in one crate means a field added here shows up everywhere at
-//! once, and a receiver sees exactly what the sheet shows.
+//! webhook payload (docs/contract.md §2 and §4). [`row`] writes the row's type and its field list out once; the
+//! API's SQL and request bodies, the schemas and the console's sheet are derived from them, so a receiver sees
+//! exactly what the sheet shows and a field added there appears everywhere.
 //!
 //! The crate has no database or HTTP dependency: it is plain data and its serialisation.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize, Serializer};
-use uuid::Uuid;
+use serde::Serializer;
 
 pub mod payload;
+pub mod row;
+pub mod schema;
 pub mod stage;
 
 pub use payload::{build_payload, PayloadSource, API_VERSION};
+pub use row::{field, CrmRow, Field, Kind, SetFieldError, Writer, FIELDS, ROW_FIELDS};
 pub use stage::PipelineStage;
-
-/// One CRM row as the API, the sheet, the event and the webhook payload show it.
-///
-/// Field order is the column order of the sheet. Timestamps are RFC 3339 UTC with microsecond precision (the
-/// precision PostgreSQL stores), so a row read back from the database serialises to the same bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CrmRow {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    /// Starts at 1 and grows by one on every effective change. Receivers order updates by it.
-    pub version: i64,
-    pub email: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub phone: Option<String>,
-    pub company: Option<String>,
-    pub job_title: Option<String>,
-    pub linkedin_url: Option<String>,
-    pub campaign: Option<String>,
-    pub interest_type: Option<String>,
-    pub interest_channel: Option<String>,
-    pub interest_message: Option<String>,
-    #[serde(serialize_with = "opt_rfc3339")]
-    pub interest_at: Option<DateTime<Utc>>,
-    pub interest_count: i64,
-    pub pipeline_stage: PipelineStage,
-    pub owner: Option<String>,
-    /// A decimal string such as `"1250.00"`, never a float, so no cent is lost on the way.
-    pub deal_value: Option<String>,
-    /// ISO 4217 code, upper case.
-    pub deal_currency: Option<String>,
-    #[serde(serialize_with = "opt_rfc3339")]
-    pub next_step_at: Option<DateTime<Utc>>,
-    pub notes: Option<String>,
-    /// Workspace-defined fields; always a JSON object.
-    pub custom_fields: serde_json::Map<String, serde_json::Value>,
-    #[serde(serialize_with = "rfc3339")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "rfc3339")]
-    pub updated_at: DateTime<Utc>,
-}
-
-/// The names of every field of a row, in column order. The sheet uses it for its columns and the API for its
-/// `changed_fields`.
-pub const ROW_FIELDS: &[&str] = &[
-    "id",
-    "workspace_id",
-    "version",
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "company",
-    "job_title",
-    "linkedin_url",
-    "campaign",
-    "interest_type",
-    "interest_channel",
-    "interest_message",
-    "interest_at",
-    "interest_count",
-    "pipeline_stage",
-    "owner",
-    "deal_value",
-    "deal_currency",
-    "next_step_at",
-    "notes",
-    "custom_fields",
-    "created_at",
-    "updated_at",
-];
 
 impl CrmRow {
     /// The row as a JSON value, in the one shape every consumer sees.
@@ -124,6 +56,7 @@ fn opt_rfc3339<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok,
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use uuid::Uuid;
 
     pub(crate) fn sample() -> CrmRow {
         let at = Utc.with_ymd_and_hms(2026, 11, 1, 9, 30, 0).unwrap();
