@@ -18,7 +18,9 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 ############################################################################################################
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
+# SQLX_OFFLINE: sqlx's checked queries compile against the committed query data (.sqlx/), never a database.
 ENV CARGO_INCREMENTAL=0 \
+    SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 
 # A workspace needs every member's manifest to resolve, so the whole source tree (less .dockerignore) goes in at

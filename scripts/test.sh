@@ -12,6 +12,19 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Builds never ask a database: sqlx's checked queries compile against the committed offline data (.sqlx/), which
+# the last cargo step below checks against the migrations.
+export SQLX_OFFLINE=true
+
+# Installs a cargo tool at a pinned version when it is missing (crates.io is reachable wherever this runs).
+ensure_tool() {
+    local bin=$1 crate=$2 version=$3; shift 3
+    if ! "$bin" --version 2>/dev/null | grep -q "$version"; then
+        echo "installing $crate $version" >&2
+        cargo install -q --locked "$crate" --version "$version" "$@"
+    fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 if ! port_open 127.0.0.1 5432 || ! port_open 127.0.0.1 4222; then
@@ -25,6 +38,10 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo machete (unused dependencies)"
+ensure_tool cargo-machete cargo-machete 0.9.2
+cargo machete
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
@@ -33,6 +50,22 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+
+# ==> sqlx offline data -----------------------------------------------------------------------------------------
+# .sqlx/ must describe exactly the queries in the code, checked against a fresh database migrated from
+# migrations/ (the database is created and dropped here; after changing a query or a migration, run
+# `cargo sqlx prepare --workspace` with DATABASE_URL pointing at a migrated database and commit .sqlx/).
+step "sqlx offline data (cargo sqlx prepare --check)"
+ensure_tool sqlx sqlx-cli 0.8.6 --no-default-features --features postgres,rustls
+sqlx_db="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+sqlx_db="${sqlx_db%/*}/crm_sqlx_check_$$"
+sqlx database create --database-url "$sqlx_db"
+trap 'sqlx database drop -y --database-url "$sqlx_db" >/dev/null 2>&1 || true' EXIT
+sqlx migrate run --source migrations --database-url "$sqlx_db" >/dev/null
+SQLX_OFFLINE=false DATABASE_URL="$sqlx_db" cargo sqlx prepare --workspace --check
+sqlx database drop -y --database-url "$sqlx_db"
+trap - EXIT
+# <== sqlx offline data -----------------------------------------------------------------------------------------
 
 # ==> deploy checks ------------------------------------------------------------------------------------------------
 # Offline checks of Dockerfile, .dockerignore, docker-compose.yml and deploy/ (deploy/README.md, "Checks"): no Docker

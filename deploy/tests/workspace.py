@@ -33,6 +33,8 @@ _IMPLICIT_ENV = {"RUST_LOG": re.compile(r"EnvFilter::(?:try_)?from_default_env")
 _ROUTE = re.compile(r"""\.route\(\s*"(/[^"]*)\"""")
 _STR_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _INCLUDE = re.compile(r"""\b(?:include_str|include_bytes)!\(\s*"([^"]+)"\s*\)|\bsqlx::migrate!\(\s*"([^"]+)"\s*\)""")
+# sqlx's checked queries, which build from the offline query data in .sqlx/ at the workspace root.
+_CHECKED_QUERY = re.compile(r"""\bsqlx::query(?:_as|_scalar)?!\(""")
 
 
 def strip_test_code(source: str) -> str:
@@ -193,13 +195,17 @@ class Workspace:
 
     def compile_time_inputs(self) -> list[Path]:
         """Files and directories the build reads besides Cargo manifests and src/: include_str!/include_bytes!
-        targets and sqlx::migrate! directories (relative to the including file or the crate, as Rust resolves them)."""
+        targets and sqlx::migrate! directories (relative to the including file or the crate, as Rust resolves them),
+        and .sqlx/ when a crate uses sqlx's checked queries."""
         paths = []
         for c in self.crates.values():
             for p in c.dir.rglob("*.rs"):
                 if "target" in p.parts:
                     continue
-                for inc, mig in _INCLUDE.findall(p.read_text()):
+                text = p.read_text()
+                if _CHECKED_QUERY.search(text) and (self.root / ".sqlx") not in paths:
+                    paths.append(self.root / ".sqlx")
+                for inc, mig in _INCLUDE.findall(text):
                     if inc:
                         paths.append((p.parent / inc).resolve())
                     if mig:

@@ -6,33 +6,16 @@
 // <main> as a grid of three rows — heading and controls, exactly one scroll container (.scroller), a status
 // line — and returns a clean-up function; leaving a view aborts its requests.
 
+import { FIELDS } from './fields.js';
+
 const SESSION_KEY = 'crm-console.session';
 
-/** Column order of the sheet: crm-mapping's ROW_FIELDS (JSON objects carry no order, so it is spelled out here).
- *  A field the rows have that is not listed yet is shown after these, so a field added in crm-mapping appears in
- *  the sheet (read-only) even before this list learns about it. */
-const ROW_FIELDS = [
-  'id', 'workspace_id', 'version', 'email', 'first_name', 'last_name', 'phone', 'company', 'job_title',
-  'linkedin_url', 'campaign', 'interest_type', 'interest_channel', 'interest_message', 'interest_at',
-  'interest_count', 'pipeline_stage', 'owner', 'deal_value', 'deal_currency', 'next_step_at', 'notes',
-  'custom_fields', 'created_at', 'updated_at',
-];
-
-/** The fields PATCH accepts (crm-api's PatchBody); every other column is read-only. */
-const EDITABLE = new Set([
-  'email', 'first_name', 'last_name', 'phone', 'company', 'job_title', 'linkedin_url', 'campaign',
-  'pipeline_stage', 'owner', 'deal_value', 'deal_currency', 'next_step_at', 'notes', 'custom_fields',
-]);
-
-const LABELS = {
-  id: 'ID', workspace_id: 'Workspace ID', version: 'Version', email: 'Email', first_name: 'First name',
-  last_name: 'Last name', phone: 'Phone', company: 'Company', job_title: 'Job title', linkedin_url: 'LinkedIn URL',
-  campaign: 'Campaign', interest_type: 'Interest type', interest_channel: 'Interest channel',
-  interest_message: 'Interest message', interest_at: 'Interest at', interest_count: 'Interests',
-  pipeline_stage: 'Stage', owner: 'Owner', deal_value: 'Deal value', deal_currency: 'Currency',
-  next_step_at: 'Next step at', notes: 'Notes', custom_fields: 'Custom fields', created_at: 'Created at',
-  updated_at: 'Updated at',
-};
+/** The row's fields in column order, with their labels and kinds: crm-api writes fields.js from crm-mapping's
+ *  field list, the same definition the API's rows come from, so the sheet shows every field the rows have. */
+const ROW_FIELDS = FIELDS.map((f) => f.name);
+/** The fields PATCH accepts; every other column is read-only. */
+const EDITABLE = new Set(FIELDS.filter((f) => f.editable).map((f) => f.name));
+const LABELS = Object.fromEntries(FIELDS.map((f) => [f.name, f.label]));
 
 /** Sheet column widths in pixels (table-layout: fixed). */
 const WIDTHS = {
@@ -43,9 +26,10 @@ const WIDTHS = {
 };
 const ROW_HEADER_WIDTH = 64;
 
-const NUMERIC = new Set(['version', 'interest_count', 'deal_value']);
-const MONO = new Set(['id', 'workspace_id']);
-const TIMESTAMPS = new Set(['interest_at', 'next_step_at', 'created_at', 'updated_at']);
+const ofKind = (...kinds) => new Set(FIELDS.filter((f) => kinds.includes(f.kind)).map((f) => f.name));
+const NUMERIC = ofKind('integer', 'decimal');
+const MONO = ofKind('uuid');
+const TIMESTAMPS = ofKind('timestamp');
 
 const STAGES = [
   ['new', 'New'], ['contacted', 'Contacted'], ['qualified', 'Qualified'], ['meeting_booked', 'Meeting booked'],

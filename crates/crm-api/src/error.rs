@@ -9,9 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One invalid field: a JSON path such as `lead.email`, or a header or query parameter name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// A JSON path into the body (`lead.email`, `events[1]`, `lead.nickname` for an unknown field), `body` when the
+    /// whole body has the wrong type, or a header or query parameter name (`Idempotency-Key`, `limit`, `cursor`,
+    /// `stage`, `q`).
     pub field: String,
+    /// What is wrong, for showing next to the field. Never echoes a secret.
     pub message: String,
 }
 
@@ -61,23 +65,6 @@ impl ApiError {
         ApiError::Internal(error.into())
     }
 
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     fn slug(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
@@ -109,17 +96,75 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, sent with `content-type: application/problem+json` for every 4xx and 5xx. A 5xx is opaque:
+/// its detail never carries internal error text.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `https://crm-webhook-sync.dev/problems/<slug>`, the slug being one of `unauthorized`, `forbidden`,
+    /// `not-found`, `validation`, `precondition-failed`, `conflict`, `malformed-body`, `unsupported-media-type`,
+    /// `payload-too-large`, `request-timeout`, `method-not-allowed`, `unavailable`, `overloaded`, `internal`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    #[schema(format = "uri")]
+    pub kind: String,
+    /// The status code's reason phrase (for example `Unprocessable Entity`).
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// A human-readable explanation. For a validation problem with one error: `<field>: <message>`.
+    pub detail: String,
+    /// Present on 422 (every invalid field at once) and on a 409 that concerns one field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    pub errors: Option<Vec<FieldError>>,
+    /// Present on 412 only: the row's current version.
     #[serde(skip_serializing_if = "Option::is_none")]
-    current_version: Option<i64>,
+    #[schema(minimum = 1)]
+    pub current_version: Option<i64>,
+}
+
+impl ApiError {
+    /// The problem this error is answered with.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors.clone()),
+            ApiError::Conflict { field: Some(field), message } => Some(vec![FieldError::new(*field, message.clone())]),
+            _ => None,
+        };
+        let detail = match self {
+            ApiError::Validation(errors) if errors.len() == 1 => {
+                format!("{}: {}", errors[0].field, errors[0].message)
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("https://crm-webhook-sync.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors,
+            current_version: match self {
+                ApiError::PreconditionFailed { current } => Some(*current),
+                _ => None,
+            },
+        }
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -128,33 +173,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = ?e, "request failed");
         }
-        let conflict_errors;
-        let errors = match &self {
-            ApiError::Validation(errors) => Some(errors.as_slice()),
-            ApiError::Conflict { field: Some(field), message } => {
-                conflict_errors = [FieldError::new(*field, message.clone())];
-                Some(&conflict_errors[..])
-            }
-            _ => None,
-        };
-        let detail = match &self {
-            ApiError::Validation(errors) if errors.len() == 1 => {
-                format!("{}: {}", errors[0].field, errors[0].message)
-            }
-            other => other.to_string(),
-        };
-        let problem = Problem {
-            kind: format!("https://crm-webhook-sync.dev/problems/{}", self.slug()),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail,
-            errors,
-            current_version: match self {
-                ApiError::PreconditionFailed { current } => Some(current),
-                _ => None,
-            },
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {

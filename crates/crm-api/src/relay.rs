@@ -175,7 +175,7 @@ pub async fn publish<'a>(js: &jetstream::Context, pending: &'a [Pending]) -> Res
             parked.push((p, too_large(p.payload.len(), ceiling)));
             continue;
         }
-        let mut headers = p.headers.clone();
+        let mut headers = p.headers.0.clone();
         // A traced change gets a publish span in its trace, and the worker continues from that span.
         if headers.contains_key("traceparent") {
             let span = tracing::info_span!("outbox.publish", messaging.destination.name = %p.subject);

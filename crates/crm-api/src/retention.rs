@@ -30,24 +30,24 @@ pub const PRUNE_BATCH: i64 = 1000;
 /// a republish inside the stream's duplicate window), far below the one-day minimum retention.
 pub async fn prune_deliveries(pool: &PgPool, retention: Duration, batch: i64) -> Result<u64, sqlx::Error> {
     // The database's clock, the one that wrote `updated_at`.
-    let cutoff: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now() - $1 * interval '1 second'")
-        .bind(retention.as_secs_f64())
-        .fetch_one(pool)
-        .await?;
+    let cutoff =
+        sqlx::query_scalar!(r#"SELECT now() - $1 * interval '1 second' AS "cutoff!""#, retention.as_secs_f64())
+            .fetch_one(pool)
+            .await?;
     // A batch of 0 would delete nothing and never come up short.
     let batch = batch.max(1);
     let mut pruned = 0;
     loop {
         // The status list matches the partial index's predicate, so the planner can use it.
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM deliveries
               WHERE id IN (SELECT id FROM deliveries
                             WHERE status IN ('succeeded', 'failed', 'dead', 'skipped') AND updated_at < $1
                             LIMIT $2
                             FOR UPDATE SKIP LOCKED)",
+            cutoff,
+            batch
         )
-        .bind(cutoff)
-        .bind(batch)
         .execute(pool)
         .await?
         .rows_affected();
@@ -55,5 +55,20 @@ pub async fn prune_deliveries(pool: &PgPool, retention: Duration, batch: i64) ->
         if deleted < batch.unsigned_abs() {
             return Ok(pruned);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crm_db::DeliveryStatus;
+
+    #[test]
+    fn the_pruned_statuses_are_exactly_the_ended_ones_and_match_the_index() {
+        let ended: Vec<String> =
+            DeliveryStatus::ALL.into_iter().filter(|s| s.has_ended()).map(|s| format!("'{}'", s.as_str())).collect();
+        let list = format!("status IN ({})", ended.join(", "));
+        assert!(include_str!("retention.rs").contains(&list), "the DELETE must name {list}");
+        let index = include_str!("../../../migrations/20261124000001_delivery_retention.sql");
+        assert!(index.contains(&list), "the partial index must name {list}");
     }
 }

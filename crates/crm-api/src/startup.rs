@@ -162,12 +162,8 @@ async fn housekeeping(state: AppState, delivery_retention: Duration, shutdown: C
 /// cached token when announcements may have been missed.
 async fn follow_revocations(state: AppState, shutdown: CancellationToken) {
     service_common::db::follow_channel(&state.pool, crm_db::Channel::Tokens.name(), &shutdown, |heard| match heard {
-        Heard::Notification(payload) => state.tokens.heard_revocation(decode_hex(payload).as_deref()),
+        Heard::Notification(payload) => state.tokens.heard_revocation(webhook_signing::hex::decode(payload).as_deref()),
         Heard::Gap => state.tokens.heard_revocation(None),
     })
     .await
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }

@@ -377,11 +377,12 @@ fn any_match(macs: impl Iterator<Item = HmacSha256>, candidates: &[Vec<u8>]) -> 
 }
 
 /// Minimal lowercase hex encoding/decoding.
-mod hex {
+/// Lowercase hex, the one codec of the workspace (signatures here; token hashes and asset tags in crm-api).
+pub mod hex {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
     /// Lowercase hex of `bytes`.
-    pub(crate) fn encode(bytes: &[u8]) -> String {
+    pub fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len() * 2);
         for &byte in bytes {
             out.push(char::from(DIGITS[usize::from(byte >> 4)]));
@@ -391,7 +392,7 @@ mod hex {
     }
 
     /// Decodes hex (either case); `None` on odd length or a non-hex digit.
-    pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
         let pairs = text.as_bytes().chunks_exact(2);
         if !pairs.remainder().is_empty() {
             return None;

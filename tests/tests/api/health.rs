@@ -74,3 +74,44 @@ async fn requests_beyond_the_in_flight_limit_are_refused_at_once_with_retry_afte
     assert_eq!(held.await.unwrap().expect(200).json()["notes"], "waited");
     app.api.get(&rows, Some(&token)).await.expect(200);
 }
+
+/// The document's `x-minimum-role` of every workspace operation is what the service enforces: a token one role
+/// below it is refused with 403 (before anything else is looked at), and a token of that role is not.
+#[tokio::test]
+async fn every_documented_capability_is_the_one_enforced() {
+    let app = TestApp::spawn().await;
+    let ws = app.api.create_workspace("Roles").await;
+    let mut tokens = std::collections::HashMap::new();
+    for role in ["viewer", "editor", "admin"] {
+        tokens.insert(role, app.api.create_token(ws, role).await);
+    }
+    let doc = app.api.get("/openapi.json", None).await.expect(200).json();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let Some(minimum) = op["x-minimum-role"].as_str() else { continue };
+            let url = path.replace("{ws}", &ws.to_string()).replace("{id}", &uuid::Uuid::now_v7().to_string());
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            let body = op["requestBody"].is_object().then(|| serde_json::json!({}));
+            let call = |role: &str| {
+                let (api, token, method, url, body) =
+                    (&app.api, tokens[role].clone(), method.clone(), url.clone(), body.clone());
+                async move { api.send(method, &url, Some(&token), body.as_ref(), &[]).await }
+            };
+            let below = match minimum {
+                "editor" => Some("viewer"),
+                "admin" => Some("editor"),
+                _ => None,
+            };
+            if let Some(below) = below {
+                let refused = call(below).await;
+                assert_eq!(refused.status, 403, "{method} {path} with a {below} token: {}", refused.text);
+            }
+            let allowed = call(minimum).await;
+            assert_ne!(allowed.status, 403, "{method} {path} with a {minimum} token: {}", allowed.text);
+            assert!(allowed.status.as_u16() < 500, "{method} {path}: {}", allowed.text);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} workspace operations documented");
+}

@@ -116,10 +116,11 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
     process.stop().await;
     let pool = db.pool().await;
     let subjects = crm_events::Subjects::new(names.prefix.clone());
+    let headers = Default::default();
     for _ in 0..3 {
-        let mut tx = pool.begin().await.unwrap();
-        crm_api::events::test_event(&mut tx, &subjects, ws).await.unwrap();
-        tx.commit().await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let event = crm_api::domain::test_event(ws);
+        outbox::enqueue(&mut conn, &outbox::NewEvent::of(&subjects, &event, &headers)).await.unwrap();
     }
 
     // A relay takes the batch and publishes it, then "dies" before committing: its transaction rolls back and

@@ -360,3 +360,18 @@ async fn concurrent_writes_to_one_row_lose_nothing_and_emit_one_event_each() {
     versions.sort_unstable();
     assert_eq!(versions, (1..=21).collect::<Vec<_>>(), "one event per version");
 }
+
+/// The one definition of a row (`crm_mapping::FIELDS`) and the table agree: the row is read and written as JSON
+/// through the table's record type, so a column without a field (or a field without a column) would be lost or
+/// refused. A field added to the row needs its migration, and this fails until it has one.
+#[tokio::test]
+async fn the_table_has_exactly_the_fields_of_a_row_in_order() {
+    let app = TestApp::spawn().await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'crm_rows' ORDER BY ordinal_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(columns, crm_mapping::ROW_FIELDS);
+}

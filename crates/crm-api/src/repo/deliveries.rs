@@ -1,43 +1,67 @@
-//! The delivery log, as crm-api reads it, and the redeliver request. The worker writes the log; crm-api creates
-//! a delivery only for a test event (so its id can be looked up at once) and re-opens one for a redelivery.
+//! SQL of the delivery log, as crm-api reads it, and what crm-api writes to it: a pending delivery for a test event
+//! (so its id can be looked up at once) and the re-opening of an ended delivery for a redelivery. The worker
+//! writes everything else.
 
 use chrono::{DateTime, Utc};
 use crm_db::DeliveryStatus;
-use crm_events::{RowChangedEvent, Subjects};
+use crm_events::RowChangedEvent;
 use serde::Serialize;
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One delivery of an event to the workspace's webhook, as the delivery log lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
+    /// The event id: also the webhook id (`webhook-id`, `x-crm-webhook-id`) the receiver sees, the same on every
+    /// attempt and redelivery.
     pub id: Uuid,
+    #[schema(value_type = crate::routes::docs::EventTypeSchema)]
     pub event_type: String,
+    /// The row the event is about; null for a test event.
+    #[schema(required = true)]
     pub row_id: Option<Uuid>,
+    #[schema(value_type = crate::routes::docs::DeliveryStatusSchema)]
     pub status: String,
+    /// Attempts made. Hand-backs that are not attempts (held back, shutdown) are not counted.
+    #[schema(minimum = 0)]
     pub attempts: i32,
+    #[schema(required = true)]
     pub last_status_code: Option<i32>,
+    /// Why the last attempt did not succeed (e.g. `HTTP 503`, `timeout after 10000 ms`, `egress: ...`), or why the
+    /// delivery was skipped.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     #[serde(serialize_with = "crate::json::timestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::json::opt_timestamp")]
+    #[schema(required = true)]
     pub delivered_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due, while `retrying`.
     #[serde(serialize_with = "crate::json::opt_timestamp")]
+    #[schema(required = true)]
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One attempt to deliver.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = DeliveryAttempt)]
 pub struct Attempt {
+    /// 1, 2, 3, …: the `x-crm-webhook-attempt` header the receiver saw; it continues across a redelivery.
+    #[schema(minimum = 1)]
     pub attempt: i32,
     #[serde(serialize_with = "crate::json::timestamp")]
     pub started_at: DateTime<Utc>,
+    #[schema(minimum = 0)]
     pub duration_ms: i32,
+    /// Null when no answer came (timeout, network error, blocked target).
+    #[schema(required = true)]
     pub status_code: Option<i32>,
+    #[schema(required = true)]
     pub error: Option<String>,
+    /// At most the first 1 KiB of the response body, decoded as UTF-8 (invalid bytes replaced).
+    #[schema(required = true, max_length = 1024)]
     pub response_excerpt: Option<String>,
 }
-
-const COLUMNS: &str =
-    "id, event_type, row_id, status, attempts, last_status_code, last_error, created_at, delivered_at, next_attempt_at";
 
 /// Newest first; ids are event ids (UUIDv7), so id order is creation order.
 pub async fn list(
@@ -47,99 +71,94 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM deliveries
+    sqlx::query_as!(
+        Delivery,
+        "SELECT id, event_type, row_id, status, attempts, last_status_code, last_error, created_at, delivered_at,
+                next_attempt_at
+           FROM deliveries
           WHERE workspace_id = $1 AND ($2::text IS NULL OR status = $2) AND ($3::uuid IS NULL OR id < $3)
-          ORDER BY id DESC LIMIT $4"
-    );
-    sqlx::query_as(&sql)
-        .bind(workspace_id)
-        .bind(status.map(DeliveryStatus::as_str))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+          ORDER BY id DESC LIMIT $4",
+        workspace_id,
+        status.map(DeliveryStatus::as_str),
+        before,
+        limit
+    )
+    .fetch_all(db)
+    .await
 }
 
+/// One delivery with its attempts, in order.
 pub async fn get(
     db: &mut PgConnection,
     workspace_id: Uuid,
     id: Uuid,
 ) -> Result<Option<(Delivery, Vec<Attempt>)>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1 AND workspace_id = $2");
-    let Some(delivery): Option<Delivery> =
-        sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(&mut *db).await?
-    else {
-        return Ok(None);
-    };
-    let attempts = sqlx::query_as(
+    let delivery = sqlx::query_as!(
+        Delivery,
+        "SELECT id, event_type, row_id, status, attempts, last_status_code, last_error, created_at, delivered_at,
+                next_attempt_at
+           FROM deliveries WHERE id = $1 AND workspace_id = $2",
+        id,
+        workspace_id
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(delivery) = delivery else { return Ok(None) };
+    let attempts = sqlx::query_as!(
+        Attempt,
         "SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt
            FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+        id
     )
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
     Ok(Some((delivery, attempts)))
 }
 
 /// Records a delivery as pending when its event is committed (test events), so it can be looked up at once.
-pub async fn create_pending(tx: &mut PgConnection, event: &RowChangedEvent) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn create_pending(conn: &mut PgConnection, event: &RowChangedEvent) -> Result<(), sqlx::Error> {
+    sqlx::query!(
         "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event)
-         VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        event.id,
+        event.workspace_id,
+        event.event_type.as_str(),
+        event.row.as_ref().map(|r| r.id),
+        DeliveryStatus::Pending.as_str(),
+        event.to_bytes()
     )
-    .bind(event.id)
-    .bind(event.workspace_id)
-    .bind(event.event_type.as_str())
-    .bind(event.row.as_ref().map(|r| r.id))
-    .bind(event.to_bytes())
-    .execute(tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-pub enum RedeliverOutcome {
-    NotFound,
-    InProgress,
-    Queued,
-}
-
-/// Re-opens an ended delivery and queues its event again, with a fresh stream message id (the event id would be
-/// dropped by the stream's duplicate window) and the same body, so the receiver sees the same webhook id and the
-/// attempt numbers go on. The retry budget starts afresh from the current attempt count.
-pub async fn redeliver(
+/// A delivery's status and stored event, locked for the caller's transaction.
+pub async fn lock(
     tx: &mut PgConnection,
-    subjects: &Subjects,
     workspace_id: Uuid,
     id: Uuid,
-) -> Result<RedeliverOutcome, sqlx::Error> {
-    let row = sqlx::query("SELECT status, event FROM deliveries WHERE id = $1 AND workspace_id = $2 FOR UPDATE")
-        .bind(id)
-        .bind(workspace_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(row) = row else { return Ok(RedeliverOutcome::NotFound) };
-    let status: String = row.get("status");
-    if status.parse::<DeliveryStatus>().is_ok_and(|s| !s.has_ended()) {
-        return Ok(RedeliverOutcome::InProgress);
-    }
-    let event: Vec<u8> = row.get("event");
-    let msg_id = Uuid::now_v7();
-    sqlx::query(
-        "UPDATE deliveries SET status = 'pending', redelivery_id = $2, next_attempt_at = NULL, lease_until = NULL,
-                budget_start = attempts, updated_at = now()
-          WHERE id = $1",
+) -> Result<Option<(DeliveryStatus, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT status, event FROM deliveries WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+        id,
+        workspace_id
     )
-    .bind(id)
-    .bind(msg_id)
-    .execute(&mut *tx)
+    .fetch_optional(tx)
     .await?;
-    sqlx::query("INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1, $2, $3, $4)")
-        .bind(msg_id)
-        .bind(subjects.row_changed(workspace_id))
-        .bind(event)
-        .bind(sqlx::types::Json(service_common::trace::current_headers()))
-        .execute(&mut *tx)
-        .await?;
-    Ok(RedeliverOutcome::Queued)
+    // The table's CHECK constraint admits only known statuses.
+    Ok(row.map(|r| (r.status.parse().unwrap_or(DeliveryStatus::Pending), r.event)))
+}
+
+/// Re-opens an ended delivery: pending again, its retry budget starting afresh from the attempts made so far.
+pub async fn reopen(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE deliveries SET status = $2, next_attempt_at = NULL, lease_until = NULL, budget_start = attempts,
+                updated_at = now()
+          WHERE id = $1",
+        id,
+        DeliveryStatus::Pending.as_str()
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
 }

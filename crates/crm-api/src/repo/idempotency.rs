@@ -6,7 +6,7 @@
 //! `Idempotency-Key` draft recommends.
 
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// What a key holds once its request has completed.
@@ -28,29 +28,29 @@ pub async fn claim(
     key: &str,
     hash: &[u8],
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO idempotency_keys (workspace_id, key, request_hash) VALUES ($1, $2, $3)
          ON CONFLICT (workspace_id, key) DO NOTHING",
+        workspace_id,
+        key,
+        hash
     )
-    .bind(workspace_id)
-    .bind(key)
-    .bind(hash)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(None);
     }
-    let row = sqlx::query(
+    let row = sqlx::query!(
         "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE workspace_id = $1 AND key = $2",
+        workspace_id,
+        key
     )
-    .bind(workspace_id)
-    .bind(key)
     .fetch_one(&mut *tx)
     .await?;
     Ok(Some(Stored {
-        request_hash: row.get("request_hash"),
-        status: row.get::<Option<i16>, _>("status_code").unwrap_or(200) as u16,
-        body: row.get::<Option<Vec<u8>>, _>("response_body").unwrap_or_default(),
+        request_hash: row.request_hash,
+        status: row.status_code.unwrap_or(200) as u16,
+        body: row.response_body.unwrap_or_default(),
     }))
 }
 
@@ -61,13 +61,13 @@ pub async fn complete(
     status: u16,
     body: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE workspace_id = $1 AND key = $2",
+        workspace_id,
+        key,
+        status as i16,
+        body
     )
-    .bind(workspace_id)
-    .bind(key)
-    .bind(status as i16)
-    .bind(body)
     .execute(tx)
     .await?;
     Ok(())
@@ -76,6 +76,6 @@ pub async fn complete(
 /// Forgets keys older than 24 hours.
 pub async fn expire(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     let done =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'").execute(db).await?;
+        sqlx::query!("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'").execute(db).await?;
     Ok(done.rows_affected())
 }

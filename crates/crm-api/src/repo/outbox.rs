@@ -2,7 +2,8 @@
 //! relay cannot publish are parked (`outbox_parked`) with their reason until an operator re-drives them.
 
 use crm_events::{RowChangedEvent, Subjects};
-use sqlx::{PgConnection, Row};
+use sqlx::types::Json;
+use sqlx::PgConnection;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -13,26 +14,44 @@ pub struct Pending {
     pub msg_id: Uuid,
     pub subject: String,
     pub payload: Vec<u8>,
-    pub headers: BTreeMap<String, String>,
+    pub headers: Json<BTreeMap<String, String>>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Adds `event` to the outbox inside the caller's transaction, so it commits (or not) with the change it describes.
-#[tracing::instrument(skip_all, fields(event_id = %event.id, workspace_id = %event.workspace_id))]
-pub async fn enqueue(
-    tx: &mut PgConnection,
-    subjects: &Subjects,
-    event: &RowChangedEvent,
-    msg_id: Uuid,
-    headers: &BTreeMap<String, String>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1, $2, $3, $4)")
-        .bind(msg_id)
-        .bind(subjects.row_changed(event.workspace_id))
-        .bind(event.to_bytes())
-        .bind(sqlx::types::Json(headers))
-        .execute(tx)
-        .await?;
+/// An event to enqueue: the body as the stream will carry it, where, with which message id and headers.
+pub struct NewEvent<'a> {
+    pub msg_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Message headers: the request's W3C trace context.
+    pub headers: &'a BTreeMap<String, String>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// `event` on its workspace's subject, its id as the message id.
+    pub fn of(subjects: &Subjects, event: &RowChangedEvent, headers: &'a BTreeMap<String, String>) -> Self {
+        NewEvent {
+            msg_id: event.id,
+            subject: subjects.row_changed(event.workspace_id),
+            payload: event.to_bytes(),
+            headers,
+        }
+    }
+}
+
+/// Adds an event to the outbox on `conn`: inside the caller's transaction it commits (or not) with the change it
+/// describes.
+#[tracing::instrument(skip_all, fields(event_id = %event.msg_id))]
+pub async fn enqueue(conn: &mut PgConnection, event: &NewEvent<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO outbox (msg_id, subject, payload, headers) VALUES ($1, $2, $3, $4)",
+        event.msg_id,
+        event.subject,
+        event.payload,
+        sqlx::types::Json(event.headers) as _
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -40,24 +59,14 @@ pub async fn enqueue(
 /// in the caller's transaction and come back if it rolls back (a failed publish, a crash), so taking them and
 /// marking them sent is one statement. Committing the transaction is the mark.
 pub async fn take(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
-    let rows = sqlx::query(
-        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING seq, msg_id, subject, payload, headers, created_at",
+    let mut pending = sqlx::query_as!(
+        Pending,
+        r#"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+           RETURNING seq, msg_id, subject, payload, headers AS "headers: Json<BTreeMap<String, String>>", created_at"#,
+        limit
     )
-    .bind(limit)
     .fetch_all(tx)
     .await?;
-    let mut pending: Vec<Pending> = rows
-        .into_iter()
-        .map(|r| Pending {
-            seq: r.get("seq"),
-            msg_id: r.get("msg_id"),
-            subject: r.get("subject"),
-            payload: r.get("payload"),
-            headers: r.get::<sqlx::types::Json<BTreeMap<String, String>>, _>("headers").0,
-            created_at: r.get("created_at"),
-        })
-        .collect();
     // RETURNING does not promise an order; publish in commit order.
     pending.sort_unstable_by_key(|p| p.seq);
     Ok(pending)
@@ -65,33 +74,36 @@ pub async fn take(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sql
 
 /// Events not yet published (the `crm_outbox_backlog` gauge).
 pub async fn backlog(db: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(db).await
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox"#).fetch_one(db).await
 }
 
 /// Sets events aside, in the relay's transaction (they were taken out of the outbox in it), with why.
 pub async fn park(tx: &mut PgConnection, parked: &[(&Pending, String)]) -> Result<(), sqlx::Error> {
     for (p, reason) in parked {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO outbox_parked (seq, msg_id, subject, payload, headers, created_at, reason)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq) DO UPDATE SET reason = EXCLUDED.reason,
              parked_at = now()",
+            p.seq,
+            p.msg_id,
+            p.subject,
+            p.payload,
+            Json(&p.headers.0) as _,
+            p.created_at,
+            reason
         )
-        .bind(p.seq)
-        .bind(p.msg_id)
-        .bind(&p.subject)
-        .bind(&p.payload)
-        .bind(sqlx::types::Json(&p.headers))
-        .bind(p.created_at)
-        .bind(reason)
         .execute(&mut *tx)
         .await?;
     }
     Ok(())
 }
 
-/// A parked event, as the operator route shows it (never its payload: it carries a person's row).
-#[derive(Debug, Clone, serde::Serialize)]
+/// An outbox event the relay set aside because it cannot be published, as the operator route shows it (never its
+/// payload: it carries a person's row).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ParkedEvent)]
 pub struct Parked {
+    /// The event's outbox sequence number; the id for re-driving it.
     pub seq: i64,
     pub msg_id: Uuid,
     pub subject: String,
@@ -105,37 +117,26 @@ pub struct Parked {
 
 /// Parked events, oldest first, after `after_seq`.
 pub async fn list_parked(db: &sqlx::PgPool, after_seq: i64, limit: i64) -> Result<Vec<Parked>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT seq, msg_id, subject, octet_length(payload) AS size_bytes, reason, created_at, parked_at
-           FROM outbox_parked WHERE seq > $1 ORDER BY seq LIMIT $2",
+    sqlx::query_as!(
+        Parked,
+        r#"SELECT seq, msg_id, subject, octet_length(payload) AS "size_bytes!", reason, created_at, parked_at
+             FROM outbox_parked WHERE seq > $1 ORDER BY seq LIMIT $2"#,
+        after_seq,
+        limit
     )
-    .bind(after_seq)
-    .bind(limit)
     .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Parked {
-            seq: r.get("seq"),
-            msg_id: r.get("msg_id"),
-            subject: r.get("subject"),
-            size_bytes: r.get("size_bytes"),
-            reason: r.get("reason"),
-            created_at: r.get("created_at"),
-            parked_at: r.get("parked_at"),
-        })
-        .collect())
+    .await
 }
 
 /// Puts a parked event back into the outbox (at the end of the queue) for the relay to try again. Returns
 /// whether it was parked.
 pub async fn redrive(db: &sqlx::PgPool, seq: i64) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "WITH gone AS (DELETE FROM outbox_parked WHERE seq = $1 RETURNING msg_id, subject, payload, headers, created_at)
          INSERT INTO outbox (msg_id, subject, payload, headers, created_at)
          SELECT msg_id, subject, payload, headers, created_at FROM gone",
+        seq
     )
-    .bind(seq)
     .execute(db)
     .await?
     .rows_affected();
@@ -144,5 +145,5 @@ pub async fn redrive(db: &sqlx::PgPool, seq: i64) -> Result<bool, sqlx::Error> {
 
 /// Events set aside (the `crm_outbox_parked` gauge).
 pub async fn parked_count(db: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox_parked").fetch_one(db).await
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox_parked"#).fetch_one(db).await
 }

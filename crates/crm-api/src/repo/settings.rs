@@ -1,7 +1,8 @@
-//! Webhook settings. The secret goes in and out of this module sealed; only the worker ever opens it.
+//! SQL of the webhook settings. The secret goes in and out of this module sealed; only the worker ever opens it.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, Row};
+use crm_db::Channel;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// The stored settings of one workspace.
@@ -30,39 +31,37 @@ impl StoredSettings {
 
 #[tracing::instrument(skip(db))]
 pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at,
-                CASE WHEN previous_secret_sealed IS NOT NULL AND previous_secret_expires_at > now()
-                     THEN previous_secret_expires_at END AS previous_secret_expires_at
-           FROM webhook_settings WHERE workspace_id = $1",
+    let row = sqlx::query!(
+        r#"SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at,
+                  CASE WHEN previous_secret_sealed IS NOT NULL AND previous_secret_expires_at > now()
+                       THEN previous_secret_expires_at END AS "previous_secret_expires_at?"
+             FROM webhook_settings WHERE workspace_id = $1"#,
+        workspace_id
     )
-    .bind(workspace_id)
     .fetch_optional(db)
     .await?;
     Ok(match row {
         None => StoredSettings::defaults(),
         Some(r) => StoredSettings {
-            enabled: r.get("enabled"),
-            url: r.get("url"),
-            events: r.get("events"),
-            secret_sealed: r.get("secret_sealed"),
-            secret_last4: r.get("secret_last4"),
-            disabled_reason: r.get("disabled_reason"),
-            updated_at: r.get("updated_at"),
-            previous_secret_expires_at: r.get("previous_secret_expires_at"),
+            enabled: r.enabled,
+            url: r.url,
+            events: r.events,
+            secret_sealed: r.secret_sealed,
+            secret_last4: r.secret_last4,
+            disabled_reason: r.disabled_reason,
+            updated_at: Some(r.updated_at),
+            previous_secret_expires_at: r.previous_secret_expires_at,
         },
     })
 }
 
 /// Locks the settings row (creating it with defaults if needed) so concurrent writers serialise.
 pub async fn lock(tx: &mut PgConnection, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
-    sqlx::query("INSERT INTO webhook_settings (workspace_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(workspace_id)
+    sqlx::query!("INSERT INTO webhook_settings (workspace_id) VALUES ($1) ON CONFLICT DO NOTHING", workspace_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT 1 FROM webhook_settings WHERE workspace_id = $1 FOR UPDATE")
-        .bind(workspace_id)
-        .execute(&mut *tx)
+    sqlx::query!("SELECT 1 AS locked FROM webhook_settings WHERE workspace_id = $1 FOR UPDATE", workspace_id)
+        .fetch_one(&mut *tx)
         .await?;
     get(&mut *tx, workspace_id).await
 }
@@ -88,7 +87,7 @@ pub async fn save(
         Some(s) => (Some(s.sealed.as_slice()), Some(s.last4.as_str())),
         None => (None, None),
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE webhook_settings SET
              enabled = $2, url = $3, events = $4,
              previous_secret_sealed = CASE WHEN $5::bytea IS NOT NULL AND secret_sealed IS NOT NULL
@@ -100,13 +99,13 @@ pub async fn save(
              disabled_reason = CASE WHEN $2 THEN NULL ELSE disabled_reason END,
              updated_at = now()
          WHERE workspace_id = $1",
+        workspace_id,
+        enabled,
+        url,
+        events,
+        sealed,
+        last4
     )
-    .bind(workspace_id)
-    .bind(enabled)
-    .bind(url)
-    .bind(events)
-    .bind(sealed)
-    .bind(last4)
     .execute(&mut *tx)
     .await?;
     notify_changed(&mut *tx, workspace_id).await?;
@@ -117,11 +116,11 @@ pub async fn save(
 /// tells the workers. Returns whether there was one to forget.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
 pub async fn drop_previous_secret(tx: &mut PgConnection, workspace_id: Uuid) -> Result<bool, sqlx::Error> {
-    let dropped = sqlx::query(
+    let dropped = sqlx::query!(
         "UPDATE webhook_settings SET previous_secret_sealed = NULL, previous_secret_expires_at = NULL, updated_at = now()
           WHERE workspace_id = $1 AND previous_secret_sealed IS NOT NULL",
+        workspace_id
     )
-    .bind(workspace_id)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -134,10 +133,8 @@ pub async fn drop_previous_secret(tx: &mut PgConnection, workspace_id: Uuid) -> 
 
 /// Tells every worker (at commit) that this workspace's settings changed.
 pub async fn notify_changed(tx: &mut PgConnection, workspace_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crm_db::Channel::Settings.name())
-        .bind(workspace_id.to_string())
-        .execute(tx)
+    sqlx::query!("SELECT pg_notify($1, $2) AS notified", Channel::Settings.name(), workspace_id.to_string())
+        .fetch_one(tx)
         .await?;
     Ok(())
 }
@@ -155,44 +152,55 @@ pub struct Resealed {
 /// key, so an old `CRM_SECRET_KEY` can be dropped from `CRM_SECRET_KEY_PREVIOUS`. One workspace per transaction,
 /// each row locked while it is rewritten; safe to run while the services serve, and to run again.
 pub async fn reseal_all(pool: &sqlx::PgPool, keyring: &service_common::SecretKeyring) -> Result<Resealed, sqlx::Error> {
-    let workspaces: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT workspace_id FROM webhook_settings WHERE secret_sealed IS NOT NULL OR previous_secret_sealed IS NOT NULL",
+    let workspaces = sqlx::query_scalar!(
+        "SELECT workspace_id FROM webhook_settings WHERE secret_sealed IS NOT NULL OR previous_secret_sealed IS NOT NULL"
     )
     .fetch_all(pool)
     .await?;
     let mut report = Resealed::default();
     for workspace_id in workspaces {
         let mut tx = pool.begin().await?;
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT secret_sealed, previous_secret_sealed FROM webhook_settings WHERE workspace_id = $1 FOR UPDATE",
+            workspace_id
         )
-        .bind(workspace_id)
         .fetch_one(&mut *tx)
         .await?;
-        let mut updated = Vec::new();
-        for column in ["secret_sealed", "previous_secret_sealed"] {
-            let Some(sealed) = row.get::<Option<Vec<u8>>, _>(column) else { continue };
+        let mut reseal = |sealed: Option<Vec<u8>>, which: &'static str| -> Option<Option<Vec<u8>>> {
+            let sealed = sealed?;
             if keyring.is_current(&sealed) {
                 report.already_current += 1;
-                continue;
+                return None;
             }
             match keyring.open(&sealed, workspace_id.as_bytes()) {
-                Ok(secret) => updated.push((column, keyring.seal(&secret, workspace_id.as_bytes()))),
+                Ok(secret) => Some(Some(keyring.seal(&secret, workspace_id.as_bytes()))),
                 Err(_) => {
                     report.unreadable += 1;
-                    tracing::error!(%workspace_id, column, "a stored webhook secret opens with no configured key");
+                    tracing::error!(%workspace_id, which, "a stored webhook secret opens with no configured key");
+                    None
                 }
             }
+        };
+        let current = reseal(row.secret_sealed, "current");
+        let previous = reseal(row.previous_secret_sealed, "previous");
+        let resealed = u64::from(current.is_some()) + u64::from(previous.is_some());
+        if resealed > 0 {
+            // Only the values re-sealed change; `None` keeps a column as it is.
+            sqlx::query!(
+                "UPDATE webhook_settings
+                    SET secret_sealed = CASE WHEN $2 THEN $3 ELSE secret_sealed END,
+                        previous_secret_sealed = CASE WHEN $4 THEN $5 ELSE previous_secret_sealed END
+                  WHERE workspace_id = $1",
+                workspace_id,
+                current.is_some(),
+                current.flatten(),
+                previous.is_some(),
+                previous.flatten()
+            )
+            .execute(&mut *tx)
+            .await?;
         }
-        for (column, sealed) in &updated {
-            // `column` is one of two literals above, never input.
-            sqlx::query(&format!("UPDATE webhook_settings SET {column} = $2 WHERE workspace_id = $1"))
-                .bind(workspace_id)
-                .bind(sealed)
-                .execute(&mut *tx)
-                .await?;
-        }
-        report.resealed += updated.len() as u64;
+        report.resealed += resealed;
         tx.commit().await?;
     }
     Ok(report)

@@ -1,11 +1,13 @@
-//! Workspaces and their tokens.
+//! SQL of workspaces and their tokens.
 
 use crate::auth::Role;
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, Row};
+use crm_db::Channel;
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A workspace: the tenant every row, setting, token and delivery belongs to.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Workspace {
     pub id: Uuid,
     pub name: String,
@@ -31,17 +33,21 @@ pub struct TokenOwner {
 
 #[tracing::instrument(skip(db))]
 pub async fn create(db: impl PgExecutor<'_>, name: &str) -> Result<Workspace, sqlx::Error> {
-    let row = sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at")
-        .bind(Uuid::now_v7())
-        .bind(name)
-        .fetch_one(db)
-        .await?;
-    Ok(Workspace { id: row.get("id"), name: row.get("name"), created_at: row.get("created_at") })
+    sqlx::query_as!(
+        Workspace,
+        "INSERT INTO workspaces (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+        Uuid::now_v7(),
+        name
+    )
+    .fetch_one(db)
+    .await
 }
 
 #[tracing::instrument(skip(db))]
 pub async fn exists(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)").bind(id).fetch_one(db).await
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1) AS "exists!""#, id)
+        .fetch_one(db)
+        .await
 }
 
 #[tracing::instrument(skip(db))]
@@ -50,29 +56,19 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<WorkspaceSummary>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT w.id, w.name, w.created_at, coalesce(s.enabled, false) AS enabled, s.url,
-                (s.secret_sealed IS NOT NULL) AS secret_set
-           FROM workspaces w LEFT JOIN webhook_settings s ON s.workspace_id = w.id
-          WHERE ($1::uuid IS NULL OR w.id > $1)
-          ORDER BY w.id
-          LIMIT $2",
+    sqlx::query_as!(
+        WorkspaceSummary,
+        r#"SELECT w.id, w.name, w.created_at, coalesce(s.enabled, false) AS "webhook_enabled!",
+                  s.url AS "webhook_url?", (s.secret_sealed IS NOT NULL) AS "secret_set!"
+             FROM workspaces w LEFT JOIN webhook_settings s ON s.workspace_id = w.id
+            WHERE ($1::uuid IS NULL OR w.id > $1)
+            ORDER BY w.id
+            LIMIT $2"#,
+        after,
+        limit
     )
-    .bind(after)
-    .bind(limit)
     .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| WorkspaceSummary {
-            id: r.get("id"),
-            name: r.get("name"),
-            created_at: r.get("created_at"),
-            webhook_enabled: r.get("enabled"),
-            webhook_url: r.get("url"),
-            secret_set: r.get::<Option<bool>, _>("secret_set").unwrap_or(false),
-        })
-        .collect())
+    .await
 }
 
 #[tracing::instrument(skip(db, hash))]
@@ -84,44 +80,43 @@ pub async fn create_token(
     hash: &[u8; 32],
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO api_tokens (id, workspace_id, role, name, token_hash) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(workspace_id)
-        .bind(role.as_str())
-        .bind(name)
-        .bind(&hash[..])
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO api_tokens (id, workspace_id, role, name, token_hash) VALUES ($1, $2, $3, $4, $5)",
+        id,
+        workspace_id,
+        role.as_str(),
+        name,
+        &hash[..]
+    )
+    .execute(db)
+    .await?;
     Ok(id)
 }
 
-/// Deletes a token and tells every replica to forget it (`NOTIFY crm_tokens` at commit). Returns its hash, or
-/// `None` when the workspace has no such token.
+/// Deletes a token and tells every replica to forget it (`NOTIFY` on [`Channel::Tokens`] at commit). Returns its
+/// hash, or `None` when the workspace has no such token.
 #[tracing::instrument(skip(db))]
 pub async fn delete_token(
     db: impl PgExecutor<'_>,
     workspace_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH gone AS (DELETE FROM api_tokens WHERE id = $1 AND workspace_id = $2 RETURNING token_hash)
          SELECT token_hash FROM gone, LATERAL (SELECT pg_notify($3, encode(token_hash, 'hex'))) n",
+        id,
+        workspace_id,
+        Channel::Tokens.name()
     )
-    .bind(id)
-    .bind(workspace_id)
-    .bind(crm_db::Channel::Tokens.name())
     .fetch_optional(db)
     .await
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn token_by_hash(db: impl PgExecutor<'_>, hash: &[u8; 32]) -> Result<Option<TokenOwner>, sqlx::Error> {
-    let row = sqlx::query("SELECT workspace_id, role FROM api_tokens WHERE token_hash = $1")
-        .bind(&hash[..])
+    let row = sqlx::query!("SELECT workspace_id, role FROM api_tokens WHERE token_hash = $1", &hash[..])
         .fetch_optional(db)
         .await?;
-    Ok(row.and_then(|r| {
-        let role: String = r.get("role");
-        Some(TokenOwner { workspace_id: r.get("workspace_id"), role: role.parse().ok()? })
-    }))
+    // The table's CHECK constraint admits only known roles.
+    Ok(row.and_then(|r| Some(TokenOwner { workspace_id: r.workspace_id, role: r.role.parse().ok()? })))
 }

@@ -1,43 +1,98 @@
-//! The REST API's routes (docs/contract.md §2). Handlers are short: extract and authorise, call the function that does
-//! the work in a transaction, shape the response.
+//! The REST API's routes (docs/contract.md §2). Handlers are short: extract and authorise, call the service that
+//! does the work, shape the response.
+//!
+//! Every route is registered here with its handler's OpenAPI description, and the document served at
+//! `/openapi.json` is generated from exactly these registrations ([`docs`]), so the two cannot drift apart.
 
 mod admin;
 mod deliveries;
+pub mod docs;
 mod outbox;
 mod rows;
 mod settings;
 
+use crate::auth::{can, Needs};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::Router;
+use std::sync::OnceLock;
+use utoipa::openapi::path::{Operation, Paths};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
-/// The OpenAPI document, checked by a test against the routes below.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+/// The API routes with their OpenAPI descriptions, before a state is given to them.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(admin(routes!(admin::create_workspace, admin::list_workspaces)))
+        .routes(admin(routes!(admin::create_token)))
+        .routes(admin(routes!(admin::delete_token)))
+        .routes(admin(routes!(outbox::list_parked)))
+        .routes(admin(routes!(outbox::redrive)))
+        .routes(workspace::<can::RecordInterest>(routes!(rows::record_interest)))
+        .routes(workspace::<can::ReadRows>(routes!(rows::list)))
+        .routes(workspace::<can::ReadRows>(routes!(rows::get)))
+        .routes(workspace::<can::EditRows>(routes!(rows::patch)))
+        .routes(workspace::<can::ReadSettings>(routes!(settings::get)))
+        .routes(workspace::<can::WriteSettings>(routes!(settings::put)))
+        .routes(workspace::<can::WriteSettings>(routes!(settings::generate_secret)))
+        .routes(workspace::<can::WriteSettings>(routes!(settings::drop_previous_secret)))
+        .routes(workspace::<can::SendTestEvent>(routes!(settings::send_test)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::list)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::get)))
+        .routes(workspace::<can::Redeliver>(routes!(deliveries::redeliver)))
+        .routes(routes!(openapi))
+}
 
-/// The API routes; [`crate::startup`] adds the operational routes and the metrics layer. At most `max_in_flight`
-/// API requests are served at once.
+/// Every operation of a registration.
+fn operations(paths: &mut Paths) -> impl Iterator<Item = &mut Operation> {
+    paths.paths.values_mut().flat_map(|item| {
+        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
+            .into_iter()
+            .flatten()
+    })
+}
+
+/// Registers a workspace route whose handler takes `Authorized<N>`: its document says the capability, the role,
+/// the security scheme and the errors that follow from them.
+fn workspace<N: Needs>((schemas, mut paths, router): UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    operations(&mut paths).for_each(|op| docs::for_workspace(op, N::CAPABILITY));
+    (schemas, paths, router)
+}
+
+/// Registers an operator route (its handler takes [`crate::auth::Admin`]).
+fn admin((schemas, mut paths, router): UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    operations(&mut paths).for_each(docs::for_admin);
+    (schemas, paths, router)
+}
+
+/// The whole OpenAPI document, as served.
+pub fn openapi_document() -> &'static [u8] {
+    static DOCUMENT: OnceLock<Vec<u8>> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut paths = api_routes().into_openapi();
+        paths.merge(service_common::health::openapi_routes().into_openapi());
+        paths.merge(crate::console::routes().into_openapi());
+        serde_json::to_vec_pretty(&docs::document(paths)).unwrap_or_default()
+    })
+}
+
+/// This OpenAPI document
+///
+/// No authentication.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", operation_id = "getOpenApi",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi_document()).into_response()
+}
+
+/// The API routes; [`crate::startup`] adds the operational routes, the console and the metrics layer. At most
+/// `max_in_flight` API requests are served at once.
 pub fn router(state: AppState, max_in_flight: usize) -> Router {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-    Router::new()
-        .route("/admin/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
-        .route("/admin/workspaces/{ws}/tokens", post(admin::create_token))
-        .route("/admin/workspaces/{ws}/tokens/{id}", delete(admin::delete_token))
-        .route("/admin/outbox/parked", get(outbox::list_parked))
-        .route("/admin/outbox/parked/{seq}/redrive", post(outbox::redrive))
-        .route("/v1/workspaces/{ws}/crm/interest", post(rows::record_interest))
-        .route("/v1/workspaces/{ws}/crm/rows", get(rows::list))
-        .route("/v1/workspaces/{ws}/crm/rows/{id}", get(rows::get).patch(rows::patch))
-        .route("/v1/workspaces/{ws}/settings/crm-webhook", get(settings::get).put(settings::put))
-        .route("/v1/workspaces/{ws}/settings/crm-webhook/secret", post(settings::generate_secret))
-        .route("/v1/workspaces/{ws}/settings/crm-webhook/secret/previous", delete(settings::drop_previous_secret))
-        .route("/v1/workspaces/{ws}/settings/crm-webhook/test", post(settings::send_test))
-        .route("/v1/workspaces/{ws}/crm-webhook/deliveries", get(deliveries::list))
-        .route("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}", get(deliveries::get))
-        .route("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}/redeliver", post(deliveries::redeliver))
-        .route("/openapi.json", get(openapi))
+    let (router, _) = api_routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(slots, admit))
@@ -54,10 +109,6 @@ async fn admit(
         Ok(_permit) => next.run(request).await,
         Err(_) => ApiError::Overloaded.into_response(),
     }
-}
-
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI).into_response()
 }
 
 /// The 405 answer, in our problem+json shape.
@@ -77,54 +128,65 @@ impl IntoResponse for MethodNotAllowed {
     }
 }
 
-/// The route templates served, for the OpenAPI coverage test.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/admin/workspaces"),
-    ("get", "/admin/workspaces"),
-    ("post", "/admin/workspaces/{ws}/tokens"),
-    ("delete", "/admin/workspaces/{ws}/tokens/{id}"),
-    ("get", "/admin/outbox/parked"),
-    ("post", "/admin/outbox/parked/{seq}/redrive"),
-    ("post", "/v1/workspaces/{ws}/crm/interest"),
-    ("get", "/v1/workspaces/{ws}/crm/rows"),
-    ("get", "/v1/workspaces/{ws}/crm/rows/{id}"),
-    ("patch", "/v1/workspaces/{ws}/crm/rows/{id}"),
-    ("get", "/v1/workspaces/{ws}/settings/crm-webhook"),
-    ("put", "/v1/workspaces/{ws}/settings/crm-webhook"),
-    ("post", "/v1/workspaces/{ws}/settings/crm-webhook/secret"),
-    ("delete", "/v1/workspaces/{ws}/settings/crm-webhook/secret/previous"),
-    ("post", "/v1/workspaces/{ws}/settings/crm-webhook/test"),
-    ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries"),
-    ("get", "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}"),
-    ("post", "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}/redeliver"),
-    ("get", "/openapi.json"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/"),
-    ("get", "/console/{file}"),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::from_slice(openapi_document()).expect("the document is JSON")
+    }
 
     #[test]
-    fn openapi_documents_every_route_and_only_those() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."));
-        let paths = doc["paths"].as_object().expect("paths");
-        let mut documented = Vec::new();
-        for (path, ops) in paths {
-            for method in ops.as_object().expect("operations").keys() {
-                if matches!(method.as_str(), "get" | "post" | "put" | "patch" | "delete") {
-                    documented.push((method.clone(), path.clone()));
+    fn every_operation_is_described_and_every_schema_it_refers_to_exists() {
+        let doc = document();
+        assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"));
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let responses = doc["components"]["responses"].as_object().expect("responses");
+        for reference in text.split("\"$ref\":\"").skip(1).filter_map(|r| r.split('"').next()) {
+            let known = match reference.rsplit_once('/') {
+                Some(("#/components/schemas", name)) => schemas.contains_key(name),
+                Some(("#/components/responses", name)) => responses.contains_key(name),
+                _ => false,
+            };
+            assert!(known, "dangling reference {reference}");
+        }
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("operations") {
+                let what = format!("{method} {path}");
+                assert!(op["operationId"].is_string(), "{what} has no operationId");
+                assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{what} has no summary");
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{what} has no responses");
+                if path.starts_with("/v1/") {
+                    assert!(op["x-capability"].is_string() && op["security"].is_array(), "{what} has no capability");
+                    for status in ["401", "403", "404", "500", "503"] {
+                        assert!(op["responses"][status].is_object(), "{what} does not document {status}");
+                    }
+                }
+                if op["requestBody"].is_object() {
+                    for status in ["400", "413", "415", "422"] {
+                        assert!(op["responses"][status].is_object(), "{what} reads a body but omits {status}");
+                    }
                 }
             }
         }
-        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-        documented.sort();
-        served.sort();
-        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn the_row_schemas_follow_the_field_list() {
+        let doc = document();
+        let row = &doc["components"]["schemas"]["CrmRow"];
+        let properties: Vec<&str> =
+            row["properties"].as_object().expect("properties").keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = crm_mapping::ROW_FIELDS.to_vec();
+        let mut got = properties.clone();
+        fields.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, fields);
+        let patch = doc["components"]["schemas"]["RowPatch"]["properties"].as_object().expect("patch properties");
+        for field in crm_mapping::FIELDS {
+            assert_eq!(patch.contains_key(field.name), field.editable(), "{}", field.name);
+        }
     }
 }

@@ -10,17 +10,63 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
 
-/// `GET /admin/outbox/parked?limit&cursor`: parked events, oldest first, without their payloads (the cursor is
-/// the last `seq` seen).
+/// A page of parked events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ParkedEventList)]
+pub struct ParkedList {
+    /// Oldest first.
+    parked: Vec<outbox::Parked>,
+    /// The last `seq` of this page, to pass back as `?cursor=`; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A parked event queued again.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ParkedEventRequeued)]
+pub struct Requeued {
+    seq: i64,
+    /// Always true.
+    requeued: bool,
+}
+
+/// `?limit=&cursor=` of the parked list.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ParkedPage {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page (a `seq`).
+    cursor: Option<String>,
+}
+
+/// `{seq}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SeqParam {
+    /// A parked event's outbox sequence number.
+    #[param(minimum = 1)]
+    seq: i64,
+}
+
+/// List outbox events that cannot be published
+///
+/// Events the relay set aside, oldest first, with the reason (today: larger than the stream server's
+/// `max_payload`). They never block the events behind them. Their payloads are not shown: they carry a person's
+/// row. The `crm_outbox_parked` gauge and `crm_outbox_parked_events_total` counter show them too.
+#[utoipa::path(get, path = "/admin/outbox/parked", tag = "admin", operation_id = "listParkedEvents",
+    params(ParkedPage), responses((status = 200, description = "Parked events.", body = ParkedList),
+        (status = 422, response = super::docs::ValidationFailed)))]
 pub async fn list_parked(
     _: Admin,
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<ParkedList>> {
     let mut errors = Vec::new();
     let limit = pagination::limit(query.get("limit").map(String::as_str)).map_err(|e| errors.push(e)).unwrap_or(1);
     let after = match query.get("cursor").filter(|c| !c.is_empty()) {
@@ -40,7 +86,7 @@ pub async fn list_parked(
     } else {
         None
     };
-    Ok(Json(json!({"parked": found, "next_cursor": next})))
+    Ok(Json(ParkedList { parked: found, next_cursor: next }))
 }
 
 /// The `{seq}` path parameter; anything but a positive integer is "not found".
@@ -61,12 +107,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Seq {
     }
 }
 
-/// `POST /admin/outbox/parked/{seq}/redrive`: back into the outbox, for the relay to try again. 202; 404 when no
-/// such event is parked.
-pub async fn redrive(_: Admin, Seq(seq): Seq, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+/// Send a parked event again
+///
+/// Moves the event back into the outbox; the relay publishes it with its own message id (so the stream stores it
+/// once), or parks it again if the cause remains. Fix the cause first (for example raise the server's
+/// `max_payload`). No request body.
+#[utoipa::path(post, path = "/admin/outbox/parked/{seq}/redrive", tag = "admin", operation_id = "redriveParkedEvent",
+    params(SeqParam), responses((status = 202, description = "Queued again.", body = Requeued)))]
+pub async fn redrive(
+    _: Admin,
+    Seq(seq): Seq,
+    State(state): State<AppState>,
+) -> ApiResult<(StatusCode, Json<Requeued>)> {
     if !outbox::redrive(&state.pool, seq).await? {
         return Err(ApiError::NotFound("event"));
     }
     tracing::info!(seq, "parked outbox event re-driven");
-    Ok((StatusCode::ACCEPTED, Json(json!({"seq": seq, "requeued": true}))))
+    Ok((StatusCode::ACCEPTED, Json(Requeued { seq, requeued: true })))
 }

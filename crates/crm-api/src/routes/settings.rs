@@ -1,37 +1,52 @@
 //! The workspace's CRM webhook settings. The secret is write-only: it goes in through `PUT` or comes out once from
 //! the generate route, and is otherwise never returned, logged or traced; only `secret_set` and `secret_last4` are.
 
+use super::docs::WsParam;
 use crate::auth::{can, Authorized};
-use crate::domain::{double_option, Validator};
+use crate::domain::settings::SettingsBody;
 use crate::error::ApiResult;
-use crate::events;
 use crate::extract::{parse_json, JsonBytes};
-use crate::repo::settings::{self, NewSecret, StoredSettings};
+use crate::repo::settings::{self, StoredSettings};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use crm_events::EventType;
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
-/// What every settings response shows.
-#[derive(Serialize)]
+/// A workspace's CRM webhook settings as every settings route shows them. The secret itself is never returned
+/// (only `secret_set` and `secret_last4`). A workspace that never saved settings shows the defaults: disabled, no
+/// URL, both events, no secret, `updated_at` null.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookSettings)]
 pub struct SettingsView {
     enabled: bool,
+    /// The target URL, normalised (for example host lower-cased, trailing dot removed).
+    #[schema(required = true, format = "uri", max_length = 2048)]
     url: Option<String>,
+    /// The subscribed events.
+    #[schema(value_type = Vec<super::docs::SubscribableEventSchema>)]
     events: Vec<String>,
+    /// Whether a signing secret is stored.
     secret_set: bool,
+    /// The last four characters of the current secret, to tell secrets apart; null when none is set.
+    #[schema(required = true, max_length = 4)]
     secret_last4: Option<String>,
+    /// When the settings were last written; null if never.
     #[serde(serialize_with = "crate::json::opt_timestamp")]
+    #[schema(required = true)]
     updated_at: Option<DateTime<Utc>>,
-    /// Why the system turned the webhook off (for example the endpoint answered 410 Gone); null otherwise.
+    /// Why the system (not a person) turned the webhook off, for example because the endpoint answered 410 Gone;
+    /// null otherwise. Cleared when the webhook is enabled again.
+    #[schema(required = true)]
     disabled_reason: Option<String>,
-    /// While a replaced secret still signs beside the current one: until when. Null when there is none.
+    /// While a replaced secret still signs beside the current one (24 hours after a rotation, unless dropped):
+    /// until when. Null when there is none.
     #[serde(serialize_with = "crate::json::opt_timestamp")]
+    #[schema(required = true)]
     previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
@@ -50,6 +65,56 @@ impl From<StoredSettings> for SettingsView {
     }
 }
 
+/// `PUT` body. `enabled`, `url` and `events` must be present (`url` may be null); `secret` is optional and
+/// write-only. Enabling requires a URL, a secret (given now or already stored) and at least one event. Any error
+/// saves nothing.
+#[derive(ToSchema)]
+#[schema(as = SettingsUpdate)]
+#[allow(dead_code)]
+pub struct SettingsUpdateDoc {
+    enabled: bool,
+    /// The target URL, or null (blank counts as null) to clear it. Must be an absolute `https` URL (plain `http`
+    /// only where the operator set `CRM_EGRESS_ALLOW_HTTP`) without userinfo, fragment or port 0, at most 2048
+    /// bytes, whose host is a public fully qualified domain name or public IP address: localhost, internal
+    /// suffixes (`.local`, `.internal`, `.lan`, `.corp`, `.home.arpa`, ...), and private, loopback, link-local,
+    /// unique-local, CGNAT, multicast, reserved or unspecified addresses are rejected in any spelling
+    /// (decimal/octal/hex IPv4, IPv4-mapped IPv6, trailing dots). A rejected URL is a 422 on field `url`.
+    #[schema(required = true, max_length = 2048)]
+    url: Option<String>,
+    /// Subset of `crm_row.created`, `crm_row.updated`; duplicates are folded. An unknown name is a 422 on
+    /// `events[<index>]`. May be empty only while disabled.
+    #[schema(value_type = Vec<super::docs::SubscribableEventSchema>)]
+    events: Vec<String>,
+    /// Optional; absent keeps the current secret. Either `whsec_` followed by standard base64 whose decoded key is
+    /// 16 to 256 bytes, or 16 to 256 characters without whitespace or control characters (the key is then its
+    /// UTF-8 bytes). A new secret replacing a set one keeps the old one signing for 24 hours.
+    #[schema(write_only, min_length = 16, max_length = 512)]
+    secret: Option<String>,
+}
+
+/// The new secret, shown once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = GeneratedSecret)]
+pub struct GeneratedSecret {
+    /// `whsec_` + standard base64 of 24 random bytes. Store it now: no route returns it again.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32}$")]
+    secret: String,
+}
+
+/// A queued test event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TestQueued)]
+pub struct TestQueued {
+    /// The test event's delivery (and webhook) id; the delivery exists at once, `pending`.
+    delivery_id: Uuid,
+}
+
+/// Get the CRM webhook settings
+///
+/// The workspace's webhook settings, masked: the secret is never returned.
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/settings/crm-webhook", tag = "webhook-settings",
+    operation_id = "getWebhookSettings", params(WsParam),
+    responses((status = 200, description = "The settings.", body = SettingsView)))]
 pub async fn get(
     caller: Authorized<can::ReadSettings>,
     State(state): State<AppState>,
@@ -57,137 +122,70 @@ pub async fn get(
     Ok(Json(settings::get(&state.pool, caller.workspace_id).await?.into()))
 }
 
-/// `PUT` body. `enabled`, `url` and `events` must be present (`url` may be null); `secret` is optional and absent
-/// keeps the current one.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsBody {
-    enabled: bool,
-    #[serde(deserialize_with = "double_option")]
-    url: Option<Option<String>>,
-    events: Vec<String>,
-    #[serde(default)]
-    secret: Option<SecretString>,
-}
-
-/// Checks a secret a user chose. Messages never echo it.
-fn check_secret(secret: &SecretString) -> Result<(), String> {
-    let value = secret.expose_secret();
-    if value.starts_with(webhook_signing::SECRET_PREFIX) {
-        let min = webhook_signing::MIN_KEY_BYTES;
-        return match webhook_signing::key_len(value) {
-            Ok(len) if (min..=256).contains(&len) => Ok(()),
-            Ok(_) | Err(webhook_signing::KeyError::EmptySecret) => {
-                Err(format!("a whsec_ secret must decode to {min} to 256 bytes"))
-            }
-            Err(_) => Err("a whsec_ secret must be followed by base64".to_owned()),
-        };
-    }
-    let len = value.chars().count();
-    if !(16..=256).contains(&len) {
-        return Err("must be 16 to 256 characters, or a whsec_ secret".to_owned());
-    }
-    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("must not contain spaces or control characters".to_owned());
-    }
-    Ok(())
-}
-
-fn last4(secret: &SecretString) -> String {
-    let chars: Vec<char> = secret.expose_secret().chars().collect();
-    chars[chars.len().saturating_sub(4)..].iter().collect()
-}
-
+/// Replace the CRM webhook settings
+///
+/// Writes `enabled`, `url` and `events`, and the secret when one is given (absent keeps the current one).
+/// Enabling requires a URL, a secret and at least one event; enabling clears `disabled_reason`. A rejected URL,
+/// event or secret is a 422 naming the field (`url`, `events[<i>]`, `events`, `secret`) and saves nothing;
+/// messages never echo the URL or the secret. A new secret replacing a set one keeps the old one valid for signing
+/// for 24 hours.
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/settings/crm-webhook", tag = "webhook-settings",
+    operation_id = "putWebhookSettings", params(WsParam), request_body = SettingsUpdateDoc,
+    responses((status = 200, description = "The saved settings (masked).", body = SettingsView)))]
 pub async fn put(
     caller: Authorized<can::WriteSettings>,
     State(state): State<AppState>,
     JsonBytes(body): JsonBytes,
 ) -> ApiResult<Json<SettingsView>> {
-    let body: SettingsBody = parse_json(&body)?;
-    let mut v = Validator::default();
-    let url = match body.url.flatten().filter(|u| !u.trim().is_empty()) {
-        None => None,
-        Some(raw) => v.check("url", state.egress.check_url(raw.trim()).map_err(|e| e.to_string())),
-    };
-    let mut events: Vec<String> = Vec::new();
-    for (i, name) in body.events.iter().enumerate() {
-        match EventType::parse_subscribable(name) {
-            Some(t) if !events.iter().any(|e| e == t.as_str()) => events.push(t.as_str().to_owned()),
-            Some(_) => {}
-            None => v.error(format!("events[{i}]"), "must be crm_row.created or crm_row.updated"),
-        }
-    }
-    if let Some(secret) = &body.secret {
-        if let Err(message) = check_secret(secret) {
-            v.error("secret", message);
-        }
-    }
-    v.finish()?;
-
-    let mut tx = state.pool.begin().await?;
-    let current = settings::lock(&mut tx, caller.workspace_id).await?;
-    if body.enabled {
-        let mut v = Validator::default();
-        if url.is_none() {
-            v.error("url", "is required to enable the webhook");
-        }
-        if body.secret.is_none() && current.secret_sealed.is_none() {
-            v.error("secret", "is required to enable the webhook; set one or generate one");
-        }
-        if events.is_empty() {
-            v.error("events", "must name at least one event to enable the webhook");
-        }
-        v.finish()?;
-    }
-    let secret = body
-        .secret
-        .as_ref()
-        .map(|s| NewSecret { sealed: state.keyring.seal(s, caller.workspace_id.as_bytes()), last4: last4(s) });
-    let saved =
-        settings::save(&mut tx, caller.workspace_id, body.enabled, url.as_ref().map(|u| u.as_str()), &events, secret)
-            .await?;
-    tx.commit().await?;
-    tracing::info!(workspace_id = %caller.workspace_id, enabled = saved.enabled, "webhook settings saved");
-    Ok(Json(saved.into()))
+    let update = parse_json::<SettingsBody>(&body)?.validate(&state.egress)?;
+    Ok(Json(crate::service::settings::save(&state, caller.workspace_id, update).await?.into()))
 }
 
-/// Generates a `whsec_` secret, stores it (the replaced one stays valid for 24 hours) and shows it this once.
+/// Generate a new webhook secret
+///
+/// Generates a `whsec_` secret, stores it (encrypted at rest) and returns it this once. Other settings are kept; a
+/// replaced secret stays valid for signing for 24 hours. No request body.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/settings/crm-webhook/secret", tag = "webhook-settings",
+    operation_id = "generateWebhookSecret", params(WsParam),
+    responses((status = 200, description = "The new secret, shown once.", body = GeneratedSecret)))]
 pub async fn generate_secret(
     caller: Authorized<can::WriteSettings>,
     State(state): State<AppState>,
-) -> ApiResult<impl IntoResponse> {
-    let secret = SecretString::from(webhook_signing::generate_secret(service_common::crypto::random_bytes()));
-    let mut tx = state.pool.begin().await?;
-    let current = settings::lock(&mut tx, caller.workspace_id).await?;
-    let new = NewSecret { sealed: state.keyring.seal(&secret, caller.workspace_id.as_bytes()), last4: last4(&secret) };
-    settings::save(&mut tx, caller.workspace_id, current.enabled, current.url.as_deref(), &current.events, Some(new))
-        .await?;
-    tx.commit().await?;
-    tracing::info!(workspace_id = %caller.workspace_id, "webhook secret generated");
-    Ok((StatusCode::OK, Json(json!({"secret": secret.expose_secret()}))))
+) -> ApiResult<Json<GeneratedSecret>> {
+    let secret = crate::service::settings::generate_secret(&state, caller.workspace_id).await?;
+    Ok(Json(GeneratedSecret { secret: secret.expose_secret().to_owned() }))
 }
 
-/// Stops signing with the replaced secret at once: for a secret that was replaced because it leaked, the 24-hour
-/// overlap would keep the leaked one valid. Idempotent: 204 whether or not a previous secret was kept.
+/// Stop signing with the replaced secret now
+///
+/// After a rotation the replaced secret keeps signing beside the new one for 24 hours, so receivers can switch.
+/// When it was replaced because it leaked, end that at once: the workers sign with the current secret only from
+/// the next attempt on. Idempotent: 204 whether or not a replaced secret was kept.
+#[utoipa::path(delete, path = "/v1/workspaces/{ws}/settings/crm-webhook/secret/previous", tag = "webhook-settings",
+    operation_id = "dropPreviousWebhookSecret", params(WsParam),
+    responses((status = 204, description = "No replaced secret signs any more.")))]
 pub async fn drop_previous_secret(
     caller: Authorized<can::WriteSettings>,
     State(state): State<AppState>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
-    let dropped = settings::drop_previous_secret(&mut tx, caller.workspace_id).await?;
-    tx.commit().await?;
-    tracing::info!(workspace_id = %caller.workspace_id, dropped, "previous webhook secret dropped");
+    crate::service::settings::drop_previous_secret(&state, caller.workspace_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Queues a `webhook.test` event through the same pipeline as row changes.
+/// Send a test event
+///
+/// Queues a `webhook.test` event (trigger `test`, `row` null) through the same outbox, stream and worker as row
+/// changes. The delivery is recorded as `pending` at once, so `delivery_id` can be looked up immediately. A test is
+/// sent whenever the webhook has a URL and a secret, even while it is disabled or the events are not subscribed,
+/// so a webhook can be tried before it is switched on; without a URL or secret it is recorded as `skipped`. No
+/// request body.
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/settings/crm-webhook/test", tag = "webhook-settings",
+    operation_id = "sendWebhookTest", params(WsParam),
+    responses((status = 202, description = "Queued.", body = TestQueued)))]
 pub async fn send_test(
     caller: Authorized<can::SendTestEvent>,
     State(state): State<AppState>,
-) -> ApiResult<impl IntoResponse> {
-    let mut tx = state.pool.begin().await?;
-    let event = events::test_event(&mut tx, &state.subjects, caller.workspace_id).await?;
-    crate::repo::deliveries::create_pending(&mut tx, &event).await?;
-    tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": event.id}))))
+) -> ApiResult<(StatusCode, Json<TestQueued>)> {
+    let delivery_id = crate::service::settings::send_test(&state, caller.workspace_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { delivery_id })))
 }

@@ -1,0 +1,129 @@
+//! The workspace's webhook settings: what a `PUT` may say, and the rules of secrets.
+//!
+//! The URL goes through the egress policy (`https`, a public host, in any spelling); `events` is a subset of the
+//! subscribable events; a chosen secret is 16–256 characters without whitespace, or a `whsec_` secret whose key
+//! decodes to 16–256 bytes. Enabling needs a URL, a secret (given now or set before) and at least one event.
+
+use super::input::{double_option, Validator};
+use crate::error::ApiError;
+use crm_events::EventType;
+use egress::EgressPolicy;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// `PUT` body. `enabled`, `url` and `events` must be present (`url` may be null); `secret` is optional and absent
+/// keeps the current one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    enabled: bool,
+    #[serde(deserialize_with = "double_option")]
+    url: Option<Option<String>>,
+    events: Vec<String>,
+    #[serde(default)]
+    secret: Option<SecretString>,
+}
+
+/// A checked `PUT`.
+pub struct SettingsUpdate {
+    pub enabled: bool,
+    pub url: Option<String>,
+    /// Subscribed events, each once, in the order given.
+    pub events: Vec<String>,
+    pub secret: Option<SecretString>,
+}
+
+impl SettingsBody {
+    pub fn validate(self, egress: &EgressPolicy) -> Result<SettingsUpdate, ApiError> {
+        let mut v = Validator::default();
+        let url = match self.url.flatten().filter(|u| !u.trim().is_empty()) {
+            None => None,
+            Some(raw) => v.check("url", egress.check_url(raw.trim()).map_err(|e| e.to_string())),
+        };
+        let mut events: Vec<String> = Vec::new();
+        for (i, name) in self.events.iter().enumerate() {
+            match EventType::parse_subscribable(name) {
+                Some(t) if !events.iter().any(|e| e == t.as_str()) => events.push(t.as_str().to_owned()),
+                Some(_) => {}
+                None => v.error(format!("events[{i}]"), "must be crm_row.created or crm_row.updated"),
+            }
+        }
+        if let Some(secret) = &self.secret {
+            if let Err(message) = check_secret(secret) {
+                v.error("secret", message);
+            }
+        }
+        v.finish()?;
+        Ok(SettingsUpdate {
+            enabled: self.enabled,
+            url: url.map(|u| u.as_str().to_owned()),
+            events,
+            secret: self.secret,
+        })
+    }
+}
+
+impl SettingsUpdate {
+    /// An enabled webhook must be able to send: a URL, a secret (this one or the one already set), an event.
+    pub fn check_complete(&self, secret_already_set: bool) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut v = Validator::default();
+        if self.url.is_none() {
+            v.error("url", "is required to enable the webhook");
+        }
+        if self.secret.is_none() && !secret_already_set {
+            v.error("secret", "is required to enable the webhook; set one or generate one");
+        }
+        if self.events.is_empty() {
+            v.error("events", "must name at least one event to enable the webhook");
+        }
+        v.finish()
+    }
+}
+
+/// Checks a secret a user chose. Messages never echo it.
+pub fn check_secret(secret: &SecretString) -> Result<(), String> {
+    let value = secret.expose_secret();
+    if value.starts_with(webhook_signing::SECRET_PREFIX) {
+        let min = webhook_signing::MIN_KEY_BYTES;
+        return match webhook_signing::key_len(value) {
+            Ok(len) if (min..=256).contains(&len) => Ok(()),
+            Ok(_) | Err(webhook_signing::KeyError::EmptySecret) => {
+                Err(format!("a whsec_ secret must decode to {min} to 256 bytes"))
+            }
+            Err(_) => Err("a whsec_ secret must be followed by base64".to_owned()),
+        };
+    }
+    let len = value.chars().count();
+    if !(16..=256).contains(&len) {
+        return Err("must be 16 to 256 characters, or a whsec_ secret".to_owned());
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain spaces or control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// The last four characters of a secret, which the settings show so a person can tell which secret is set.
+pub fn last4(secret: &SecretString) -> String {
+    let chars: Vec<char> = secret.expose_secret().chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_enough_and_whsec_keys_too() {
+        let s = |v: &str| SecretString::from(v.to_owned());
+        assert!(check_secret(&s("a-secret-of-sixteen")).is_ok());
+        assert!(check_secret(&s("short")).is_err());
+        assert!(check_secret(&s("has a space in the middle")).is_err());
+        assert!(check_secret(&s("whsec_AA==")).is_err(), "a 1-byte key");
+        assert!(check_secret(&s("whsec_MDEyMzQ1Njc4OWFiY2RlZg==")).is_ok(), "a 16-byte key");
+        assert_eq!(last4(&s("abcdefgh")), "efgh");
+    }
+}
