@@ -1,9 +1,10 @@
 //! The outbox relay: moves committed events from PostgreSQL to the JetStream stream.
 //!
-//! One relay runs in every crm-api replica. Each pass claims a batch with `FOR UPDATE SKIP LOCKED` (replicas take
-//! disjoint batches), publishes every event with `Nats-Msg-Id` = its message id, awaits every acknowledgement,
-//! then deletes the batch and commits. A relay that dies anywhere in between leaves the batch in the table, and
-//! whoever claims it next republishes: the stream's duplicate window stores each id once. A failed pass (NATS or
+//! One relay runs in every crm-api replica. Each pass takes a batch in one statement (`DELETE … RETURNING` of the
+//! oldest rows, `FOR UPDATE SKIP LOCKED`, so replicas take disjoint batches), publishes every event with
+//! `Nats-Msg-Id` = its message id, awaits every acknowledgement, and commits: the commit is what marks the batch
+//! sent. A relay that dies anywhere before the commit leaves the batch in the table, and whoever takes it next
+//! republishes: the stream's duplicate window stores each id once. A failed pass (NATS or
 //! PostgreSQL away) rolls back and is retried with a growing pause, so nothing is lost while either is down.
 //!
 //! An event the stream server cannot take (larger than its `max_payload`, read from the connection's server info
@@ -19,6 +20,7 @@ use crate::metrics::ApiMetrics;
 use crate::repo::outbox::{self, Pending};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::try_join_all;
+use service_common::backoff::Backoff;
 use sqlx::PgPool;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -93,22 +95,20 @@ impl Relay {
                 .await
             })
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut last_backlog_sample = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
             let full = match self.pass().await {
                 Ok(stats) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     (stats.published + stats.parked) as i64 == self.batch_size
                 }
                 Err(e) => {
                     self.metrics.outbox_publish_errors.inc();
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), retry_in_ms = backoff.as_millis() as u64, "outbox relay pass failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {},
-                        _ = shutdown.cancelled() => break,
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay pass failed; retrying");
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };

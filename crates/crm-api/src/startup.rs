@@ -111,17 +111,15 @@ async fn run_relay(
     relay: Relay,
     shutdown: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(200);
+    let mut backoff = service_common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match nats::ensure_stream(&js, stream.clone()).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, stream = %stream.name, "cannot create or update the stream yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {},
-                    _ = shutdown.cancelled() => return,
+                if !backoff.wait(&shutdown).await {
+                    return;
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -9,6 +9,7 @@
 use crate::process::{self, Ctx};
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
+use service_common::backoff::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -43,20 +44,18 @@ impl ConsumerLoop {
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut pause = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         'connect: while !shutdown.is_cancelled() {
             let messages = match self.open().await {
                 Ok(messages) => {
-                    pause = Duration::from_millis(200);
+                    backoff.reset();
                     messages
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot bind the consumer yet");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {},
-                        _ = shutdown.cancelled() => break,
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };

@@ -1,6 +1,7 @@
-//! delivery-worker's metrics. Labels are closed sets (outcome, reason); none carries a workspace id, a URL or a
-//! secret.
+//! delivery-worker's metrics. Labels are closed sets (outcome, reason), each spelled by a type defined once; none
+//! carries a URL or a secret.
 
+use crm_db::DeliveryStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +17,30 @@ pub struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// Why a message went back to JetStream without an attempt (the `reason` of `webhook_held_back_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldBack {
+    /// The workspace had as many deliveries in flight as it may.
+    WorkspaceLimit,
+    /// The endpoint is paused after repeated failures.
+    EndpointPaused,
+    /// Another worker is sending this delivery right now.
+    Leased,
+    /// This worker is stopping.
+    Shutdown,
+}
+
+impl HoldBack {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HoldBack::WorkspaceLimit => "workspace_limit",
+            HoldBack::EndpointPaused => "endpoint_paused",
+            HoldBack::Leased => "leased",
+            HoldBack::Shutdown => "shutdown",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -89,12 +114,20 @@ impl WorkerMetrics {
         m
     }
 
-    pub fn count(&self, outcome: &'static str) {
-        self.deliveries.get_or_create(&OutcomeLabel { outcome }).inc();
+    /// Counts an attempt or a skip by where it left the delivery.
+    pub fn count(&self, outcome: DeliveryStatus) {
+        self.deliveries.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).inc();
     }
 
-    pub fn hold_back(&self, reason: &'static str) {
-        self.held_back.get_or_create(&ReasonLabel { reason }).inc();
+    /// Records how long an attempt took, by where it left the delivery.
+    pub fn observe_attempt(&self, outcome: DeliveryStatus, duration: std::time::Duration) {
+        self.attempt_duration
+            .get_or_create(&OutcomeLabel { outcome: outcome.as_str() })
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn hold_back(&self, reason: HoldBack) {
+        self.held_back.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
     }
 }
 

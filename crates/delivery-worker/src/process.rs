@@ -1,5 +1,10 @@
 //! What happens to one message: decide whether to send, send, record, and answer JetStream.
 //!
+//! A delivery goes through named steps, each returning what the next one needs or the message's final answer:
+//! [`decode`] the event, find its [`target`] (or record why it is skipped), [`admit`] it past the workspace's
+//! in-flight limit and its endpoint's breaker, [`claim`] it in the delivery log, [`attempt`] the request,
+//! [`conclude`] what the answer means, and [`settle`] it: record the attempt, update the breaker, count it.
+//!
 //! Every path ends in exactly one of ack (done), NAK with a delay (try again later) or term (never again), and
 //! the delivery log is written before the answer, so a crash between the two repeats an answer rather than losing
 //! an outcome. Hand-backs that are not attempts (a workspace at its in-flight limit, a paused endpoint, another
@@ -7,23 +12,24 @@
 //!
 //! The one exception to "log first" is an attempt the receiver accepted whose record cannot be written: it is
 //! written again and again rather than answered with a NAK that would send the webhook a second time, and if the
-//! worker has to stop first, the message is acknowledged and the log lags (`record_attempt`).
+//! worker has to stop first, the message is acknowledged and the log lags ([`record_attempt`]).
 
-use crate::fairness::{Admission, Breakers, Slots};
-use crate::metrics::WorkerMetrics;
+use crate::fairness::{Admission, Breakers, Slot, Slots};
+use crate::metrics::{HoldBack, WorkerMetrics};
+use crate::request::{jitter, outbound_request, with_progress};
 use crate::retry::{Decision, RetryPolicy};
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
-use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder};
+use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder, SkipRecord, Skipper};
 use async_nats::jetstream::{self, AckKind};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crm_db::{DeliveryStatus, SkipReason};
 use crm_events::{EventType, RowChangedEvent};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sqlx::PgPool;
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// How long a pause after a database error lasts before the message comes back.
 const DB_RETRY: Duration = Duration::from_secs(2);
@@ -34,12 +40,15 @@ const RECORD_TRIES_NOT_ACCEPTED: u32 = 3;
 
 /// Everything a delivery needs, shared by all tasks of a worker.
 pub struct Ctx {
-    /// Durable commits: attempt records and webhook changes.
+    /// Durable commits: webhook changes.
     pub pool: PgPool,
-    /// Asynchronous commits: claims, skips and lease releases, which are redone if a crash loses them.
+    /// Asynchronous commits: claims and lease releases, which only repeat work if a crash loses them (a claim
+    /// lost is taken again when the message comes back).
     pub fast_pool: PgPool,
     /// Writes attempt records in batches, durably.
     pub recorder: Recorder,
+    /// Writes skips in batches, durably.
+    pub skipper: Skipper,
     pub settings: SettingsCache,
     pub sender: Sender,
     pub retry: RetryPolicy,
@@ -53,7 +62,6 @@ pub struct Ctx {
     pub lease: Duration,
     /// Cancelled when the shutdown grace period is over: deliveries still sending are abandoned and handed back.
     pub hard_stop: CancellationToken,
-    pub user_agent: HeaderValue,
 }
 
 /// JetStream's answer for a message.
@@ -77,7 +85,7 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
     service_common::trace::set_parent(&span, |name| {
         message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
     });
-    let verdict = tracing::Instrument::instrument(process(ctx, &message), span).await;
+    let verdict = tracing::Instrument::instrument(deliver(ctx, &message), span).await.unwrap_or_else(|early| early);
     let answer = match verdict {
         Verdict::Ack => message.ack().await,
         Verdict::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
@@ -90,15 +98,66 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
     }
 }
 
-/// A random fraction in [0, 1) for jitter.
-fn jitter() -> f64 {
-    let bytes: [u8; 8] = service_common::crypto::random_bytes();
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+/// The steps of one delivery. `Err` is an answer given before an attempt was made.
+async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<Verdict, Verdict> {
+    let event = decode(message)?;
+    let span = tracing::Span::current();
+    span.record("event_id", tracing::field::display(event.id));
+    span.record("workspace_id", tracing::field::display(event.workspace_id));
+    let target = target(ctx, &event, &message.payload).await?;
+    let admitted = admit(ctx, event.workspace_id)?;
+    let claimed = claim(ctx, &event, &message.payload).await?;
+    span.record("attempt", claimed.attempt);
+    let Some(attempted) = attempt(ctx, message, &event, &target, claimed.attempt).await else {
+        // Shutdown grace is over: this attempt is abandoned, not counted; another worker will send it.
+        ctx.metrics.hold_back(HoldBack::Shutdown);
+        let _ = store::release(&ctx.fast_pool, event.id).await;
+        return Err(Verdict::Nak(Duration::ZERO));
+    };
+    let concluded = conclude(ctx, &event, &claimed, attempted);
+    Ok(settle(ctx, message, &event, admitted, concluded).await)
 }
 
-/// A short, jittered hand-back delay, so held-back messages do not return in lockstep.
-fn hold_back_delay(base: Duration) -> Duration {
-    base + base.mul_f64(jitter())
+/// Step 1: the event. A body this build cannot read never will be: stop it rather than loop on it.
+fn decode(message: &jetstream::Message) -> Result<RowChangedEvent, Verdict> {
+    RowChangedEvent::from_slice(&message.payload).map_err(|e| {
+        tracing::error!(error = %e, subject = %message.subject, "undecodable event; terminating the message");
+        Verdict::Term
+    })
+}
+
+/// Where a delivery goes, and how it is signed.
+struct Target {
+    url: String,
+    webhook: Arc<Webhook>,
+}
+
+/// Step 2: the workspace's webhook, or the skip of an event that is not to be sent (recorded, then acked).
+async fn target(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Target, Verdict> {
+    let webhook = ctx.settings.get(event.workspace_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "settings unavailable; handing the message back");
+        Verdict::Nak(DB_RETRY)
+    })?;
+    if let Some(reason) = skip_reason(event, webhook.as_deref()) {
+        return Err(match ctx.skipper.skip(SkipRecord::of(event, raw, reason)).await {
+            Ok(()) => {
+                ctx.metrics.count(DeliveryStatus::Skipped);
+                tracing::Span::current().record("outcome", DeliveryStatus::Skipped.as_str());
+                Verdict::Ack
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording a skip failed; handing the message back");
+                Verdict::Nak(DB_RETRY)
+            }
+        });
+    }
+    match webhook {
+        Some(webhook) if webhook.url.is_some() && webhook.signer.is_some() => {
+            Ok(Target { url: webhook.url.clone().unwrap_or_default(), webhook })
+        }
+        // skip_reason has said why already; this only keeps the types honest.
+        _ => Err(Verdict::Nak(DB_RETRY)),
+    }
 }
 
 /// Why an event is not sent at all, if it is not.
@@ -120,122 +179,126 @@ fn skip_reason(event: &RowChangedEvent, webhook: Option<&Webhook>) -> Option<Ski
     None
 }
 
-async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
-    let event = match RowChangedEvent::from_slice(&message.payload) {
-        Ok(event) => event,
-        Err(e) => {
-            // A body this build cannot read never will be: stop it rather than loop on it.
-            tracing::error!(error = %e, subject = %message.subject, "undecodable event; terminating the message");
-            return Verdict::Term;
-        }
-    };
-    let span = tracing::Span::current();
-    span.record("event_id", tracing::field::display(event.id));
-    span.record("workspace_id", tracing::field::display(event.workspace_id));
-    let ws = event.workspace_id;
+/// A delivery let through to its endpoint: a workspace slot held, and whether it is the breaker's probe. A probe
+/// that never reaches an answer (dropped before [`settle`]) lets the next message probe.
+struct Admitted<'a> {
+    _slot: Slot,
+    breakers: &'a Breakers,
+    workspace_id: Uuid,
+    probe: bool,
+}
 
-    let webhook = match ctx.settings.get(ws).await {
-        Ok(webhook) => webhook,
-        Err(e) => {
-            tracing::warn!(error = %e, "settings unavailable; handing the message back");
-            return Verdict::Nak(DB_RETRY);
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breakers.probe_abandoned(self.workspace_id);
         }
-    };
-    if let Some(reason) = skip_reason(&event, webhook.as_deref()) {
-        return match store::skip(&ctx.fast_pool, &event, &message.payload, reason).await {
-            Ok(()) => {
-                ctx.metrics.count("skipped");
-                span.record("outcome", "skipped");
-                Verdict::Ack
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "recording a skip failed; handing the message back");
-                Verdict::Nak(DB_RETRY)
-            }
-        };
     }
-    let Some(webhook) = webhook else { return Verdict::Nak(DB_RETRY) };
-    let (Some(url), Some(signer)) = (webhook.url.as_deref(), webhook.signer.as_ref()) else {
-        return Verdict::Nak(DB_RETRY);
-    };
+}
 
-    let Some(_slot) = ctx.slots.try_take(ws) else {
-        ctx.metrics.hold_back("workspace_limit");
-        return Verdict::Nak(hold_back_delay(Duration::from_millis(200)));
+/// Step 3: fairness. At most the workspace's in-flight limit, and nothing to an endpoint the breaker paused.
+fn admit(ctx: &Ctx, workspace_id: Uuid) -> Result<Admitted<'_>, Verdict> {
+    let Some(slot) = ctx.slots.try_take(workspace_id) else {
+        ctx.metrics.hold_back(HoldBack::WorkspaceLimit);
+        return Err(Verdict::Nak(hold_back_delay(Duration::from_millis(200))));
     };
-    let admission = ctx.breakers.admit(ws);
-    if let Admission::Paused(remaining) = admission {
-        ctx.metrics.hold_back("endpoint_paused");
-        return Verdict::Nak(remaining + hold_back_delay(Duration::from_millis(100)));
-    }
-    let abandon_probe = || {
-        if admission == Admission::Probe {
-            ctx.breakers.probe_abandoned(ws);
+    match ctx.breakers.admit(workspace_id) {
+        Admission::Paused(remaining) => {
+            ctx.metrics.hold_back(HoldBack::EndpointPaused);
+            Err(Verdict::Nak(remaining + hold_back_delay(Duration::from_millis(100))))
         }
-    };
+        admission => {
+            Ok(Admitted { _slot: slot, breakers: &ctx.breakers, workspace_id, probe: admission == Admission::Probe })
+        }
+    }
+}
 
-    let (attempts, budget_start) = match store::claim(&ctx.fast_pool, &event, &message.payload, ctx.lease).await {
-        Ok(Claim::Ready { attempts, budget_start }) => (attempts, budget_start),
+/// A short, jittered hand-back delay, so held-back messages do not return in lockstep.
+fn hold_back_delay(base: Duration) -> Duration {
+    base + base.mul_f64(jitter())
+}
+
+/// A delivery this worker holds the lease on.
+struct Claimed {
+    /// The attempt about to be made, as the receiver sees it (it continues across a redelivery).
+    attempt: i32,
+    /// The same attempt counted from the last redelivery, which is what the retry budget is spent against.
+    budget_attempt: u32,
+}
+
+/// Step 4: the send-log guard. An ended delivery is acked unsent; one another worker is sending is handed back.
+async fn claim(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Claimed, Verdict> {
+    match store::claim(&ctx.fast_pool, event, raw, ctx.lease).await {
+        Ok(Claim::Ready { attempts, budget_start }) => {
+            let attempt = attempts.saturating_add(1);
+            Ok(Claimed { attempt, budget_attempt: u32::try_from(attempt - budget_start).unwrap_or(1).max(1) })
+        }
         Ok(Claim::Ended) => {
-            abandon_probe();
             ctx.metrics.duplicates_suppressed.inc();
-            span.record("outcome", "already_ended");
-            return Verdict::Ack;
+            tracing::Span::current().record("outcome", "already_ended");
+            Err(Verdict::Ack)
         }
         Ok(Claim::Leased) => {
-            abandon_probe();
-            ctx.metrics.hold_back("leased");
-            return Verdict::Nak(hold_back_delay(Duration::from_secs(1)));
+            ctx.metrics.hold_back(HoldBack::Leased);
+            Err(Verdict::Nak(hold_back_delay(Duration::from_secs(1))))
         }
         Err(e) => {
-            abandon_probe();
             tracing::warn!(error = %e, "claiming the delivery failed; handing the message back");
-            return Verdict::Nak(DB_RETRY);
+            Err(Verdict::Nak(DB_RETRY))
         }
-    };
-    let attempt = attempts.saturating_add(1);
-    span.record("attempt", attempt);
+    }
+}
 
-    let body = bytes::Bytes::from(event.to_payload());
-    let timestamp = Utc::now().timestamp();
-    let id = event.id.to_string();
-    let signatures = signer.sign(&id, timestamp, &body);
-    let headers = request_headers(ctx, &event, &id, timestamp, attempt, &signatures);
+/// One request made, and what came of it.
+struct Attempted {
+    started_at: DateTime<Utc>,
+    outcome: SendOutcome,
+}
 
+/// Step 5: sign and send, keeping the message ours with in-progress acks while the request runs. `None` when the
+/// worker's hard stop came first.
+async fn attempt(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    event: &RowChangedEvent,
+    target: &Target,
+    attempt: i32,
+) -> Option<Attempted> {
+    let signer = target.webhook.signer.as_ref()?;
+    let (headers, body) = outbound_request(event, signer, Utc::now().timestamp(), attempt);
     let started_at = Utc::now();
     ctx.metrics.in_flight.inc();
     let sent = tokio::select! {
         outcome = tracing::Instrument::instrument(
-            with_progress(ctx.sender.send(url, headers, body), message, ctx.ack_wait / 3),
+            with_progress(ctx.sender.send(&target.url, headers, body), message, ctx.ack_wait / 3),
             tracing::info_span!("webhook.attempt", attempt),
         ) => Some(outcome),
         _ = ctx.hard_stop.cancelled() => None,
     };
     ctx.metrics.in_flight.dec();
-    let Some(outcome) = sent else {
-        // Shutdown grace is over: this attempt is abandoned, not counted; another worker will send it.
-        abandon_probe();
-        let _ = store::release(&ctx.fast_pool, event.id).await;
-        ctx.metrics.hold_back("shutdown");
-        return Verdict::Nak(Duration::ZERO);
-    };
+    sent.map(|outcome| Attempted { started_at, outcome })
+}
 
-    // The retry budget counts from the last redelivery; the attempt number on the wire and in the log does not.
-    let budget_attempt = u32::try_from(attempt - budget_start).unwrap_or(1).max(1);
-    let decision = ctx.retry.decide(&outcome, budget_attempt, jitter());
-    let (status_code, excerpt, duration) = match &outcome {
-        SendOutcome::Response { status, excerpt, duration, .. } => (Some(*status), Some(excerpt.clone()), *duration),
-        SendOutcome::Blocked { duration, .. }
-        | SendOutcome::Timeout { duration }
-        | SendOutcome::Network { duration, .. } => (None, None, *duration),
+/// What an attempt means: the decision, the record that says so, and JetStream's answer.
+struct Concluded {
+    decision: Decision,
+    record: AttemptRecord,
+    verdict: Verdict,
+}
+
+/// Step 6: the retry policy's decision on the answer, and the record of the attempt.
+fn conclude(ctx: &Ctx, event: &RowChangedEvent, claimed: &Claimed, attempted: Attempted) -> Concluded {
+    let Attempted { started_at, outcome } = attempted;
+    let decision = ctx.retry.decide(&outcome, claimed.budget_attempt, jitter());
+    let (status_code, excerpt) = match &outcome {
+        SendOutcome::Response { status, excerpt, .. } => (Some(*status), Some(excerpt.clone())),
+        _ => (None, None),
     };
-    let (status, verdict, error, outcome_label) = match &decision {
-        Decision::Success => (DeliveryStatus::Succeeded, Verdict::Ack, None, "succeeded"),
-        Decision::Retry { after, reason } => {
-            (DeliveryStatus::Retrying, Verdict::Nak(*after), Some(reason.clone()), "retrying")
-        }
-        Decision::Failed { reason, .. } => (DeliveryStatus::Failed, Verdict::Term, Some(reason.clone()), "failed"),
-        Decision::Dead { reason } => (DeliveryStatus::Dead, Verdict::Term, Some(reason.clone()), "dead"),
+    let (status, verdict, error) = match &decision {
+        Decision::Success => (DeliveryStatus::Succeeded, Verdict::Ack, None),
+        Decision::Retry { after, reason } => (DeliveryStatus::Retrying, Verdict::Nak(*after), Some(reason.clone())),
+        Decision::Failed { reason, .. } => (DeliveryStatus::Failed, Verdict::Term, Some(reason.clone())),
+        Decision::Dead { reason } => (DeliveryStatus::Dead, Verdict::Term, Some(reason.clone())),
     };
     let next_attempt_at = match &decision {
         Decision::Retry { after, .. } => chrono::Duration::from_std(*after).ok().map(|d| Utc::now() + d),
@@ -243,17 +306,30 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     };
     let record = AttemptRecord {
         delivery_id: event.id,
-        attempt,
+        attempt: claimed.attempt,
         started_at,
-        duration,
+        duration: outcome.duration(),
         status_code,
         error,
         excerpt,
         status,
         next_attempt_at,
     };
-    // A gone endpoint: turn the webhook off before the delivery shows as failed, so whoever reads the log sees
-    // the settings already say why.
+    Concluded { decision, record, verdict }
+}
+
+/// Step 7: the attempt's consequences. A gone endpoint turns the webhook off (before the delivery shows as
+/// failed, so whoever reads the log sees the settings already say why); the attempt is recorded; the breaker and
+/// the metrics learn the outcome.
+async fn settle(
+    ctx: &Ctx,
+    message: &jetstream::Message,
+    event: &RowChangedEvent,
+    mut admitted: Admitted<'_>,
+    concluded: Concluded,
+) -> Verdict {
+    let Concluded { decision, record, verdict } = concluded;
+    let ws = event.workspace_id;
     if let Decision::Failed { disable_webhook: true, .. } = &decision {
         let reason =
             format!("endpoint answered 410 Gone at {}; webhook disabled", crm_mapping::format_timestamp(&Utc::now()));
@@ -265,12 +341,12 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
             Err(e) => tracing::error!(error = %e, "could not disable the webhook after 410 Gone"),
         }
     }
-    let accepted = matches!(decision, Decision::Success);
-    if record_attempt(ctx, message, record, accepted).await == Logged::HandBack {
-        abandon_probe();
+    let (status, duration) = (record.status, record.duration);
+    if record_attempt(ctx, message, record, matches!(decision, Decision::Success)).await == Logged::HandBack {
         return Verdict::Nak(DB_RETRY);
     }
-
+    // The probe reached an answer: the breaker's verdict below replaces its abandonment.
+    admitted.probe = false;
     match &decision {
         Decision::Retry { .. } | Decision::Dead { .. } => {
             if ctx.breakers.failed(ws) {
@@ -282,13 +358,9 @@ async fn process(ctx: &Ctx, message: &jetstream::Message) -> Verdict {
     if matches!(decision, Decision::Retry { .. }) {
         ctx.metrics.retries_scheduled.inc();
     }
-    ctx.metrics.count(outcome_label);
-    ctx.metrics
-        .attempt_duration
-        .get_or_create(&crate::metrics::OutcomeLabel { outcome: outcome_label })
-        .observe(duration.as_secs_f64());
-    span.record("outcome", outcome_label);
-    tracing::debug!(?status_code, "attempt recorded");
+    ctx.metrics.count(status);
+    ctx.metrics.observe_attempt(status, duration);
+    tracing::Span::current().record("outcome", status.as_str());
     verdict
 }
 
@@ -314,7 +386,7 @@ enum Logged {
 /// either: the decision stands.
 async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: AttemptRecord, accepted: bool) -> Logged {
     let keep_trying = async {
-        let mut pause = RECORD_RETRY_FIRST;
+        let mut backoff = service_common::backoff::Backoff::new(RECORD_RETRY_FIRST, DB_RETRY);
         let mut tries = 0u32;
         loop {
             tries = tries.saturating_add(1);
@@ -332,8 +404,7 @@ async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: Attempt
                     tracing::warn!(error = %e, tries, accepted, "recording the attempt failed; trying again");
                 }
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(DB_RETRY);
+            tokio::time::sleep(backoff.next_pause()).await;
         }
     };
     tokio::select! {
@@ -352,56 +423,10 @@ async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: Attempt
     }
 }
 
-fn request_headers(
-    ctx: &Ctx,
-    event: &RowChangedEvent,
-    id: &str,
-    timestamp: i64,
-    attempt: i32,
-    signatures: &webhook_signing::SignatureHeaders,
-) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(12);
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    let ts = timestamp.to_string();
-    put("content-type", "application/json");
-    put("x-crm-webhook-id", id);
-    put("x-crm-webhook-event", event.event_type.as_str());
-    put("x-crm-webhook-timestamp", &ts);
-    put("x-crm-webhook-signature", &signatures.crm_signature);
-    put("x-crm-webhook-attempt", &attempt.to_string());
-    put("webhook-id", id);
-    put("webhook-timestamp", &ts);
-    put("webhook-signature", &signatures.standard_signature);
-    headers.insert(reqwest::header::USER_AGENT, ctx.user_agent.clone());
-    headers
-}
-
-/// Runs `work` (a send, or writing its record) while telling JetStream every `every` that the message is still
-/// being worked on, so work slower than the ack wait is never redelivered elsewhere.
-async fn with_progress<T, F: Future<Output = T>>(work: F, message: &jetstream::Message, every: Duration) -> T {
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            outcome = &mut work => return outcome,
-            _ = ticker.tick() => {
-                if let Err(e) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!(error = %e, "in-progress ack failed");
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crm_events::{Trigger, EVENT_SCHEMA_VERSION};
-    use uuid::Uuid;
 
     fn event(event_type: EventType) -> RowChangedEvent {
         RowChangedEvent {
@@ -439,13 +464,5 @@ mod tests {
         let mut no_secret = webhook(true, &["crm_row.created"]);
         no_secret.signer = None;
         assert_eq!(skip_reason(&test, Some(&no_secret)), Some(SkipReason::NoUrlOrSecret));
-    }
-
-    #[test]
-    fn jitter_is_a_fraction() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
     }
 }

@@ -126,7 +126,7 @@ impl RetryPolicy {
                 Class::Terminal => {
                     return Decision::Failed { reason: format!("HTTP {status}"), disable_webhook: false }
                 }
-                Class::Retryable => (format!("HTTP {status}"), retry_after.map(|after| after.delay())),
+                Class::Retryable => (format!("HTTP {status}"), *retry_after),
             },
             SendOutcome::Blocked { reason, .. } => {
                 return Decision::Failed { reason: reason.clone(), disable_webhook: false };
@@ -197,7 +197,6 @@ pub enum Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sender::RetryAfter;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -210,12 +209,7 @@ mod tests {
     }
 
     fn answer_after(status: u16, retry_after: Duration) -> SendOutcome {
-        SendOutcome::Response {
-            status,
-            retry_after: Some(RetryAfter::Delay(retry_after)),
-            excerpt: String::new(),
-            duration: SECOND,
-        }
+        SendOutcome::Response { status, retry_after: Some(retry_after), excerpt: String::new(), duration: SECOND }
     }
 
     fn retry(after: Duration, reason: &str) -> Decision {

@@ -56,8 +56,7 @@ pub struct SenderConfig {
     /// Read at most this many bytes of the response body, then stop reading and drop the connection (default
     /// 64 KiB). Only the first [`EXCERPT_BYTES`] are kept.
     pub max_response_bytes: usize,
-    /// The default `user-agent` header, `crm-webhook/<version>`; a `user-agent` in the request's headers wins.
-    /// Empty: no default.
+    /// The `user-agent` header, `crm-webhook/<version>`; a `user-agent` in the request's headers wins.
     pub user_agent: String,
 }
 
@@ -79,8 +78,9 @@ pub enum SendOutcome {
     Response {
         /// The HTTP status code.
         status: u16,
-        /// The parsed `Retry-After` header, if present and valid.
-        retry_after: Option<RetryAfter>,
+        /// The delay the `Retry-After` header asks for, if present and valid (an HTTP-date relative to when the
+        /// answer came; a date in the past is zero).
+        retry_after: Option<Duration>,
         /// The start of the body, decoded lossily (NUL too becomes U+FFFD) and cut on a character boundary to at
         /// most [`EXCERPT_BYTES`] bytes of UTF-8.
         excerpt: String,
@@ -120,24 +120,7 @@ impl SendOutcome {
     }
 }
 
-/// A parsed `Retry-After` header (RFC 9110 §10.2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAfter {
-    /// Wait at least this long; an HTTP-date is converted relative to the time the answer was received (a date in
-    /// the past is [`Duration::ZERO`]).
-    Delay(Duration),
-}
-
-impl RetryAfter {
-    /// The delay asked for.
-    pub fn delay(self) -> Duration {
-        match self {
-            Self::Delay(delay) => delay,
-        }
-    }
-}
-
-/// Parses a `Retry-After` value: delay-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`), the
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3): delay-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`), the
 /// latter relative to `now` (a date in the past gives [`Duration::ZERO`]). Surrounding whitespace is ignored;
 /// anything else (negative or fractional numbers, other date formats) gives `None`. A number too large for a `u64`
 /// saturates; the retry policy caps delays anyway.
@@ -188,12 +171,8 @@ impl Sender {
         lookup: Arc<dyn NameLookup>,
     ) -> Result<Sender, reqwest::Error> {
         let resolver = Arc::new(EgressResolver::new(policy.clone(), lookup));
-        let mut builder = reqwest::Client::builder();
-        // An empty user agent means "the caller's headers carry it": no default then.
-        if !config.user_agent.is_empty() {
-            builder = builder.user_agent(config.user_agent.as_str());
-        }
-        let client = builder
+        let client = reqwest::Client::builder()
+            .user_agent(config.user_agent.as_str())
             .use_rustls_tls()
             .redirect(Policy::none())
             .no_proxy()
@@ -205,16 +184,6 @@ impl Sender {
             .dns_resolver(resolver)
             .build()?;
         Ok(Sender { inner: Arc::new(Inner { client, policy, config }) })
-    }
-
-    /// The egress policy this sender enforces.
-    pub fn policy(&self) -> &EgressPolicy {
-        &self.inner.policy
-    }
-
-    /// The configuration this sender was built with.
-    pub fn config(&self) -> &SenderConfig {
-        &self.inner.config
     }
 
     /// POSTs `body` to `url` with `headers` (plus `content-type: application/json` when `headers` has no
@@ -269,7 +238,7 @@ fn rejection_reason(rejection: &UrlRejection) -> String {
 /// The facts read from a response.
 struct Answer {
     status: u16,
-    retry_after: Option<RetryAfter>,
+    retry_after: Option<Duration>,
     excerpt: String,
 }
 
@@ -281,8 +250,7 @@ async fn read_response(mut response: reqwest::Response, max_bytes: usize) -> Res
         .headers()
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| parse_retry_after(value, SystemTime::now()))
-        .map(RetryAfter::Delay);
+        .and_then(|value| parse_retry_after(value, SystemTime::now()));
     let keep = EXCERPT_BYTES.min(max_bytes);
     let mut kept: Vec<u8> = Vec::with_capacity(keep);
     let mut read = 0usize;

@@ -9,11 +9,11 @@
 //! whole TTL. So the cache keeps a generation, bumped by every invalidation: a lookup notes the generation before
 //! it reads, and its fill is stored only if the generation is still the same.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
 use service_common::db::Heard;
 use service_common::SecretKeyring;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,21 +128,19 @@ impl SettingsCache {
     }
 
     async fn load(&self, workspace_id: Uuid) -> Result<Option<Webhook>, SettingsError> {
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT enabled, url, events, secret_sealed, previous_secret_sealed, previous_secret_expires_at
                FROM webhook_settings WHERE workspace_id = $1",
+            workspace_id
         )
-        .bind(workspace_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut keys = Vec::new();
         let context = workspace_id.as_bytes();
-        let current: Option<Vec<u8>> = row.get("secret_sealed");
-        let previous: Option<Vec<u8>> = row.get("previous_secret_sealed");
-        let previous_until: Option<DateTime<Utc>> = row.get("previous_secret_expires_at");
-        let rotation_open = previous_until.is_some_and(|until| until > Utc::now());
-        for sealed in current.iter().chain(previous.iter().filter(|_| rotation_open)) {
+        let rotation_open = row.previous_secret_expires_at.is_some_and(|until| until > Utc::now());
+        let previous = row.previous_secret_sealed.iter().filter(|_| rotation_open);
+        for sealed in row.secret_sealed.iter().chain(previous) {
             match self.keyring.open(sealed, context) {
                 Ok(secret) => match SigningKey::from_secret(secret.expose_secret()) {
                     Ok(key) => keys.push(key),
@@ -151,12 +149,7 @@ impl SettingsCache {
                 Err(e) => tracing::error!(%workspace_id, error = %e, "cannot open stored webhook secret"),
             }
         }
-        Ok(Some(Webhook {
-            enabled: row.get("enabled"),
-            url: row.get("url"),
-            events: row.get("events"),
-            signer: Signer::new(keys).ok(),
-        }))
+        Ok(Some(Webhook { enabled: row.enabled, url: row.url, events: row.events, signer: Signer::new(keys).ok() }))
     }
 
     /// Follows `crm_settings` notifications until `shutdown`: a workspace's entry is dropped when its settings

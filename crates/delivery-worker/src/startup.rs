@@ -2,7 +2,7 @@
 //! works); `run_until_stopped(shutdown)` consumes until the token is cancelled, drains, and returns.
 
 use crate::config::WorkerConfig;
-use crate::consumer::{consumer_config, ConsumerLoop};
+use crate::consumer::ConsumerLoop;
 use crate::fairness::{Breakers, Slots};
 use crate::metrics::WorkerMetrics;
 use crate::process::Ctx;
@@ -10,7 +10,6 @@ use crate::sender::{NameLookup, Sender, SenderConfig, SystemLookup};
 use crate::settings::SettingsCache;
 use anyhow::Context as _;
 use axum::{middleware, Router};
-use reqwest::header::HeaderValue;
 use service_common::{db, health, metrics::track_http, nats};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,11 +49,9 @@ impl Worker {
         let client = nats::connect(&config.common.nats_url, "delivery-worker").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = WorkerMetrics::new();
-        let user_agent =
-            HeaderValue::from_str(&format!("crm-webhook/{}", env!("CARGO_PKG_VERSION"))).context("user agent")?;
         let sender = Sender::new(
             config.common.egress.clone(),
-            SenderConfig { timeout: config.timeout, max_response_bytes: 64 * 1024, user_agent: String::new() },
+            SenderConfig { timeout: config.timeout, ..SenderConfig::default() },
             options.lookup,
         )
         .context("building the HTTP client")?;
@@ -63,6 +60,7 @@ impl Worker {
             pool: pool.clone(),
             fast_pool,
             recorder: crate::store::Recorder::spawn(pool.clone()),
+            skipper: crate::store::Skipper::spawn(pool.clone()),
             settings: settings.clone(),
             sender,
             retry: config.retry,
@@ -72,7 +70,6 @@ impl Worker {
             ack_wait: config.ack_wait,
             lease: config.timeout + Duration::from_secs(2),
             hard_stop: CancellationToken::new(),
-            user_agent,
         });
         let readiness = health::Readiness { pool, nats: client, metrics: metrics.registry.clone() };
         let router = health::router(readiness).layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
@@ -143,9 +140,4 @@ async fn sample_consumer(js: async_nats::jetstream::Context, stream: String, ctx
             }
         }
     }
-}
-
-/// Exposed for tests that inspect the consumer.
-pub fn default_consumer_config(ack_wait: Duration) -> async_nats::jetstream::consumer::pull::Config {
-    consumer_config(ack_wait)
 }

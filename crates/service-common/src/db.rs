@@ -18,8 +18,9 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
 }
 
 /// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit = off`). Only for writes whose
-/// loss in a PostgreSQL crash is harmless because they are redone: a later synchronous commit on the same server
-/// flushes them anyway, and a lost one only repeats work (a delivery claimed again, an event republished).
+/// loss in a PostgreSQL crash is harmless: a later synchronous commit on the same server flushes them anyway, and
+/// a lost one only makes work happen again (a delivery claimed again when its message comes back, an event
+/// republished and deduplicated by the stream).
 pub async fn connect_async_commit(
     url: &SecretString,
     max_connections: u32,

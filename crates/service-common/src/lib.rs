@@ -5,6 +5,7 @@
 //! PostgreSQL and NATS connections with the stream definition. Each service builds on it; neither depends on the
 //! other.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod crypto;

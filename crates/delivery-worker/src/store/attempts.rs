@@ -1,87 +1,11 @@
-//! The delivery log, as the worker writes it.
-//!
-//! [`claim`] is the send-log guard: a delivery that has ended (succeeded, failed, dead, skipped) is never sent
-//! again, however often its message comes back; and a delivery another worker is sending right now (its lease is
-//! live) is not sent twice at once. Each step is one statement, so a delivery costs two round trips: claim, then
-//! record.
+//! Attempt records: one per HTTP attempt, written with the delivery's new state, many per statement.
 
+use super::batcher::Batcher;
 use chrono::{DateTime, Utc};
-use crm_db::{DeliveryStatus, SkipReason};
-use crm_events::RowChangedEvent;
-use sqlx::{PgPool, Row};
+use crm_db::DeliveryStatus;
+use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// What the guard says about a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Ours to send; `attempts` were made before, the retry budget counting from `budget_start` (a redelivery
-    /// starts a fresh budget).
-    Ready { attempts: i32, budget_start: i32 },
-    /// The delivery ended already: acknowledge without sending.
-    Ended,
-    /// Another worker holds a live lease on it: hand it back for later.
-    Leased,
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Creates the delivery on first sight and takes a lease on it for `lease`.
-pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Duration) -> Result<Claim, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, lease_until)
-         VALUES ($1, $2, $3, $4, 'pending', $5, now() + $6 * interval '1 millisecond')
-         ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until, updated_at = now()
-          WHERE deliveries.status IN ('pending', 'retrying')
-            AND (deliveries.lease_until IS NULL OR deliveries.lease_until < now())
-         RETURNING attempts, budget_start",
-    )
-    .bind(event.id)
-    .bind(event.workspace_id)
-    .bind(event.event_type.as_str())
-    .bind(event.row.as_ref().map(|r| r.id))
-    .bind(raw)
-    .bind(millis(lease) as f64)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(row) = row {
-        return Ok(Claim::Ready { attempts: row.get("attempts"), budget_start: row.get("budget_start") });
-    }
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1").bind(event.id).fetch_one(pool).await?;
-    let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
-    Ok(if ended { Claim::Ended } else { Claim::Leased })
-}
-
-/// Records a delivery as skipped (webhook off, or event not subscribed), creating it if needed. A delivery that has
-/// already ended or is leased by another worker is left alone.
-pub async fn skip(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], reason: SkipReason) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, last_error)
-         VALUES ($1, $2, $3, $4, 'skipped', $5, $6)
-         ON CONFLICT (id) DO UPDATE SET status = 'skipped', last_error = EXCLUDED.last_error, lease_until = NULL,
-                                        next_attempt_at = NULL, updated_at = now()
-          WHERE deliveries.status IN ('pending', 'retrying')
-            AND (deliveries.lease_until IS NULL OR deliveries.lease_until < now())",
-    )
-    .bind(event.id)
-    .bind(event.workspace_id)
-    .bind(event.event_type.as_str())
-    .bind(event.row.as_ref().map(|r| r.id))
-    .bind(raw)
-    .bind(reason.as_str())
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Gives up our lease without an attempt (hold-back or shutdown).
-pub async fn release(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE id = $1").bind(id).execute(pool).await?;
-    Ok(())
-}
 
 /// One attempt and where it left the delivery.
 #[derive(Debug, Clone)]
@@ -154,7 +78,7 @@ pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), 
     let excerpts: Vec<Option<String>> = batch.iter().map(|a| a.excerpt.clone()).collect();
     let statuses: Vec<&str> = batch.iter().map(|a| a.status.as_str()).collect();
     let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|a| a.next_attempt_at).collect();
-    sqlx::query(
+    sqlx::query!(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], $6::text[],
                                   $7::text[], $8::text[], $9::timestamptz[])
@@ -171,16 +95,16 @@ pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), 
                 delivered_at = CASE WHEN i.status = 'succeeded' THEN now() ELSE d.delivered_at END
            FROM input i
           WHERE d.id = i.delivery_id",
+        &ids,
+        &attempts,
+        &started,
+        &durations,
+        &codes as &[Option<i32>],
+        &errors as &[Option<String>],
+        &excerpts as &[Option<String>],
+        &statuses as &[&str],
+        &next as &[Option<DateTime<Utc>>]
     )
-    .bind(ids)
-    .bind(attempts)
-    .bind(started)
-    .bind(durations)
-    .bind(codes)
-    .bind(errors)
-    .bind(excerpts)
-    .bind(statuses)
-    .bind(next)
     .execute(pool)
     .await?;
     Ok(())
@@ -201,7 +125,7 @@ pub enum RecordError {
 /// Whether the database refused the statement for what it holds (a data exception or a constraint violation,
 /// SQLSTATE classes 22 and 23), as opposed to not being there to run it. Only a refusal is worth splitting a batch
 /// for: when the database is away, every smaller write would fail the same way, each after the same wait.
-fn is_refusal(error: &sqlx::Error) -> bool {
+pub(super) fn is_refusal(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
         _ => false,
@@ -257,67 +181,30 @@ async fn write_alone(pool: &PgPool, record: &AttemptRecord, refused_already: boo
     }
 }
 
-/// Largest batch one statement writes.
-const MAX_BATCH: usize = 512;
-
-type Pending = (AttemptRecord, tokio::sync::oneshot::Sender<Result<(), RecordError>>);
-
-/// Collects attempt records from concurrent deliveries and writes them in batches. There is no timer: a record
-/// that arrives while the previous batch is being written joins the next one, so a quiet worker writes each record
-/// at once and a busy one amortises the round trip and the WAL flush over many. Each record gets its own answer
-/// ([`write_batch`]): a record the database refuses does not fail the others of its batch.
+/// Writes attempt records in batches, durably: each record gets its own answer ([`write_batch`]), so one the
+/// database refuses does not fail the others of its batch.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: tokio::sync::mpsc::Sender<Pending>,
+    batcher: Batcher<AttemptRecord, Result<(), RecordError>>,
 }
 
 impl Recorder {
     pub fn spawn(pool: PgPool) -> Recorder {
-        let (queue, mut incoming) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
-        tokio::spawn(async move {
-            while let Some(first) = incoming.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match incoming.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let records: Vec<AttemptRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                let results = write_batch(&pool, &records).await;
-                for ((_, reply), result) in batch.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-        });
-        Recorder { queue }
+        Recorder {
+            batcher: Batcher::spawn(move |batch: Vec<AttemptRecord>| {
+                let pool = pool.clone();
+                async move { write_batch(&pool, &batch).await }
+            }),
+        }
     }
 
     /// Records one attempt, [sanitized](AttemptRecord::sanitized); returns once it is durable.
     pub async fn record(&self, record: AttemptRecord) -> Result<(), RecordError> {
-        let stopped = || RecordError::Unavailable("recorder stopped".to_owned());
-        let (reply, done) = tokio::sync::oneshot::channel();
-        self.queue.send((record.sanitized(), reply)).await.map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        self.batcher
+            .submit(record.sanitized())
+            .await
+            .unwrap_or_else(|| Err(RecordError::Unavailable("recorder stopped".to_owned())))
     }
-}
-
-/// Turns a workspace's webhook off because its endpoint said it is gone, and says why in its settings.
-pub async fn disable_webhook(pool: &PgPool, workspace_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE webhook_settings SET enabled = false, disabled_reason = $2, updated_at = now() WHERE workspace_id = $1",
-    )
-    .bind(workspace_id)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(crm_db::Channel::Settings.name())
-        .bind(workspace_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
 }
 
 #[cfg(test)]

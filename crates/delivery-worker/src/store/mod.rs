@@ -1,0 +1,184 @@
+//! The delivery log, as the worker writes it.
+//!
+//! [`claim`] is the send-log guard: a delivery that has ended (succeeded, failed, dead, skipped) is never sent
+//! again, however often its message comes back; and a delivery another worker is sending right now (its lease is
+//! live) is not sent twice at once. A delivery costs two round trips: the claim, then its share of a batched
+//! attempt record ([`attempts`]). Skips are batched the same way ([`Skipper`]), and durable: a skip lost in a
+//! crash would not be redone, since its message is acknowledged.
+
+pub mod attempts;
+pub mod batcher;
+
+pub use attempts::{
+    record_batch, storable, write_batch, AttemptRecord, RecordError, Recorder, MAX_ERROR_BYTES, MAX_EXCERPT_BYTES,
+};
+
+use batcher::Batcher;
+use crm_db::{Channel, DeliveryStatus, SkipReason};
+use crm_events::RowChangedEvent;
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What the guard says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send; `attempts` were made before, the retry budget counting from `budget_start` (a redelivery
+    /// starts a fresh budget).
+    Ready { attempts: i32, budget_start: i32 },
+    /// The delivery ended already: acknowledge without sending.
+    Ended,
+    /// Another worker holds a live lease on it: hand it back for later.
+    Leased,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Creates the delivery on first sight and takes a lease on it for `lease`.
+pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Duration) -> Result<Claim, sqlx::Error> {
+    let row = sqlx::query!(
+        "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
+         ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until, updated_at = now()
+          WHERE deliveries.status IN ('pending', 'retrying')
+            AND (deliveries.lease_until IS NULL OR deliveries.lease_until < now())
+         RETURNING attempts, budget_start",
+        event.id,
+        event.workspace_id,
+        event.event_type.as_str(),
+        event.row.as_ref().map(|r| r.id),
+        DeliveryStatus::Pending.as_str(),
+        raw,
+        millis(lease) as f64
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Claim::Ready { attempts: row.attempts, budget_start: row.budget_start });
+    }
+    let status = sqlx::query_scalar!("SELECT status FROM deliveries WHERE id = $1", event.id).fetch_one(pool).await?;
+    let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
+    Ok(if ended { Claim::Ended } else { Claim::Leased })
+}
+
+/// A delivery not sent, and why.
+#[derive(Debug, Clone)]
+pub struct SkipRecord {
+    pub event_id: Uuid,
+    pub workspace_id: Uuid,
+    pub event_type: &'static str,
+    pub row_id: Option<Uuid>,
+    /// The event as it came, kept so it can be redelivered once the webhook is on.
+    pub raw: Vec<u8>,
+    pub reason: SkipReason,
+}
+
+impl SkipRecord {
+    pub fn of(event: &RowChangedEvent, raw: &[u8], reason: SkipReason) -> Self {
+        SkipRecord {
+            event_id: event.id,
+            workspace_id: event.workspace_id,
+            event_type: event.event_type.as_str(),
+            row_id: event.row.as_ref().map(|r| r.id),
+            raw: raw.to_vec(),
+            reason,
+        }
+    }
+}
+
+/// Records deliveries as skipped, creating them if needed, many per statement. A delivery that has already
+/// ended, or is leased by another worker, is left alone.
+pub async fn skip_batch(pool: &PgPool, batch: &[SkipRecord]) -> Result<(), sqlx::Error> {
+    // One statement cannot touch a row twice: a second copy of one event (a redelivery racing the first) is
+    // dropped here, and the first copy's skip stands for both.
+    let mut seen = std::collections::HashSet::new();
+    let batch: Vec<&SkipRecord> = batch.iter().filter(|s| seen.insert(s.event_id)).collect();
+    let ids: Vec<Uuid> = batch.iter().map(|s| s.event_id).collect();
+    let workspaces: Vec<Uuid> = batch.iter().map(|s| s.workspace_id).collect();
+    let types: Vec<&str> = batch.iter().map(|s| s.event_type).collect();
+    let rows: Vec<Option<Uuid>> = batch.iter().map(|s| s.row_id).collect();
+    let events: Vec<&[u8]> = batch.iter().map(|s| s.raw.as_slice()).collect();
+    let reasons: Vec<&str> = batch.iter().map(|s| s.reason.as_str()).collect();
+    sqlx::query!(
+        "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, last_error)
+         SELECT id, workspace_id, event_type, row_id, $7, event, reason
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bytea[], $6::text[])
+             AS t(id, workspace_id, event_type, row_id, event, reason)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_error = EXCLUDED.last_error,
+                                        lease_until = NULL, next_attempt_at = NULL, updated_at = now()
+          WHERE deliveries.status IN ('pending', 'retrying')
+            AND (deliveries.lease_until IS NULL OR deliveries.lease_until < now())",
+        &ids,
+        &workspaces,
+        &types as &[&str],
+        &rows as &[Option<Uuid>],
+        &events as &[&[u8]],
+        &reasons as &[&str],
+        DeliveryStatus::Skipped.as_str()
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Writes skips in batches, durably; a batch the database refuses is written one by one.
+#[derive(Clone)]
+pub struct Skipper {
+    batcher: Batcher<SkipRecord, Result<(), RecordError>>,
+}
+
+impl Skipper {
+    pub fn spawn(pool: PgPool) -> Skipper {
+        Skipper {
+            batcher: Batcher::spawn(move |batch: Vec<SkipRecord>| {
+                let pool = pool.clone();
+                async move {
+                    match skip_batch(&pool, &batch).await {
+                        Ok(()) => vec![Ok(()); batch.len()],
+                        Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
+                            let mut results = Vec::with_capacity(batch.len());
+                            for skip in &batch {
+                                results.push(skip_batch(&pool, std::slice::from_ref(skip)).await.map_err(unavailable));
+                            }
+                            results
+                        }
+                        Err(e) => vec![Err(unavailable(e)); batch.len()],
+                    }
+                }
+            }),
+        }
+    }
+
+    /// Records one skip; returns once it is durable.
+    pub async fn skip(&self, record: SkipRecord) -> Result<(), RecordError> {
+        self.batcher.submit(record).await.unwrap_or_else(|| Err(RecordError::Unavailable("skipper stopped".into())))
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> RecordError {
+    RecordError::Unavailable(e.to_string())
+}
+
+/// Gives up our lease without an attempt (hold-back or shutdown).
+pub async fn release(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE deliveries SET lease_until = NULL WHERE id = $1", id).execute(pool).await?;
+    Ok(())
+}
+
+/// Turns a workspace's webhook off because its endpoint said it is gone, and says why in its settings.
+pub async fn disable_webhook(pool: &PgPool, workspace_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "UPDATE webhook_settings SET enabled = false, disabled_reason = $2, updated_at = now() WHERE workspace_id = $1",
+        workspace_id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("SELECT pg_notify($1, $2) AS notified", Channel::Settings.name(), workspace_id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await
+}
