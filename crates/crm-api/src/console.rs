@@ -48,6 +48,11 @@ fn assets() -> &'static [Asset] {
         vec![
             Asset::new("index.html", "text/html; charset=utf-8", &include_bytes!("../console/index.html")[..]),
             Asset::new("app.js", JAVASCRIPT, &include_bytes!("../console/app.js")[..]),
+            Asset::new("common.js", JAVASCRIPT, &include_bytes!("../console/common.js")[..]),
+            Asset::new("leads.js", JAVASCRIPT, &include_bytes!("../console/leads.js")[..]),
+            Asset::new("sheet.js", JAVASCRIPT, &include_bytes!("../console/sheet.js")[..]),
+            Asset::new("settings.js", JAVASCRIPT, &include_bytes!("../console/settings.js")[..]),
+            Asset::new("deliveries.js", JAVASCRIPT, &include_bytes!("../console/deliveries.js")[..]),
             Asset::new("fields.js", JAVASCRIPT, fields_js().into_bytes()),
             Asset::new("app.css", "text/css; charset=utf-8", &include_bytes!("../console/app.css")[..]),
             Asset::new("favicon.svg", "image/svg+xml", &include_bytes!("../console/favicon.svg")[..]),
@@ -118,14 +123,16 @@ async fn index(headers: HeaderMap) -> Response {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct FileParam {
-    /// `app.js`, `fields.js` (JavaScript modules), `app.css` or `favicon.svg`.
+    /// `app.js`, `common.js`, `leads.js`, `sheet.js`, `settings.js`, `deliveries.js`, `fields.js` (JavaScript
+    /// modules), `app.css` or `favicon.svg`.
     file: String,
 }
 
 /// One of the console's static files
 ///
-/// `app.js` and `fields.js` (JavaScript modules: `fields.js` is the row's field list, written by crm-api from the
-/// same definition as the API's rows), `app.css` and `favicon.svg`. No authentication.
+/// The JavaScript modules (`app.js` the shell, one module per view, `common.js`, and `fields.js`, the row's field
+/// list written by crm-api from the same definition as the API's rows), `app.css` and `favicon.svg`. No
+/// authentication.
 #[utoipa::path(get, path = "/console/{file}", tag = "console", operation_id = "getConsoleFile", params(FileParam),
     responses(
         (status = 200, description = "The file, with its content type.", body = String, headers(
@@ -195,10 +202,20 @@ mod tests {
         let fields: Vec<serde_json::Value> = serde_json::from_str(json).expect("fields.js holds a JSON array");
         let names: Vec<&str> = fields.iter().filter_map(|f| f["name"].as_str()).collect();
         assert_eq!(names, crm_mapping::ROW_FIELDS);
-        let app = std::str::from_utf8(&assets()[1].body).expect("app.js is UTF-8");
-        assert!(app.contains("from './fields.js'"), "app.js must take the columns from fields.js");
-        for field in crm_mapping::FIELDS.iter().filter(|f| !matches!(f.name, "id" | "email")) {
-            assert!(!app.contains(&format!("'{}', '", field.name)), "app.js lists row fields itself: {}", field.name);
+        let script = |name: &str| {
+            let asset = assets().iter().find(|a| a.name == name).expect("a console file");
+            std::str::from_utf8(&asset.body).expect("UTF-8").to_owned()
+        };
+        assert!(script("common.js").contains("from './fields.js'"), "the console must take the columns from fields.js");
+        for name in ["app.js", "common.js", "leads.js", "sheet.js", "settings.js", "deliveries.js"] {
+            let js = script(name);
+            for field in crm_mapping::FIELDS.iter().filter(|f| !matches!(f.name, "id" | "email")) {
+                assert!(
+                    !js.contains(&format!("'{}', '", field.name)),
+                    "{name} lists row fields itself: {}",
+                    field.name
+                );
+            }
         }
     }
 
