@@ -8,9 +8,13 @@ use serde::Deserialize;
 /// The longest workspace or token name.
 const MAX_NAME_CHARS: usize = 200;
 
-#[derive(Deserialize)]
+/// `POST /admin/workspaces` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WorkspaceCreate)]
 pub struct CreateWorkspace {
+    /// Trimmed, 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 
@@ -24,10 +28,15 @@ impl CreateWorkspace {
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /admin/workspaces/{ws}/tokens` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TokenCreate)]
 pub struct CreateToken {
+    #[schema(value_type = Role)]
     role: String,
+    /// A label for the token; trimmed, 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 

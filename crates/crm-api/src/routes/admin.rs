@@ -16,27 +16,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// `POST /admin/workspaces` body.
-#[derive(ToSchema)]
-#[schema(as = WorkspaceCreate)]
-#[allow(dead_code)]
-struct WorkspaceCreateDoc {
-    /// Trimmed, 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
-    name: String,
-}
-
-/// `POST /admin/workspaces/{ws}/tokens` body.
-#[derive(ToSchema)]
-#[schema(as = TokenCreate)]
-#[allow(dead_code)]
-struct TokenCreateDoc {
-    role: Role,
-    /// A label for the token; trimmed, 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
-    name: String,
-}
-
 /// A new token, shown this once.
 #[derive(Serialize, ToSchema)]
 pub struct TokenCreated {
@@ -83,7 +62,7 @@ pub struct WorkspaceList {
 ///
 /// Creates a workspace.
 #[utoipa::path(post, path = "/admin/workspaces", tag = "admin", operation_id = "createWorkspace",
-    request_body = WorkspaceCreateDoc, responses((status = 201, description = "Created.", body = Workspace)))]
+    request_body = CreateWorkspace, responses((status = 201, description = "Created.", body = Workspace)))]
 pub async fn create_workspace(
     _: Admin,
     State(state): State<AppState>,
@@ -133,7 +112,7 @@ pub async fn list_workspaces(
 /// Creates a bearer token for the workspace with the given role. The token appears in this response only; the
 /// service keeps only its hash.
 #[utoipa::path(post, path = "/admin/workspaces/{ws}/tokens", tag = "admin", operation_id = "createToken",
-    params(super::docs::WsParam), request_body = TokenCreateDoc,
+    params(super::docs::WsParam), request_body = CreateToken,
     responses((status = 201, description = "Created.", body = TokenCreated)))]
 pub async fn create_token(
     _: Admin,

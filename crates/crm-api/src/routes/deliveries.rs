@@ -69,7 +69,8 @@ pub struct RedeliveryQueued {
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/crm-webhook/deliveries", tag = "deliveries",
     operation_id = "listDeliveries",
     params(WsParam, PageParams, ("status" = Option<super::docs::DeliveryStatusSchema>, Query,
-        description = "Only deliveries with this status; an unknown status is 422 naming `status`.")),
+        description = "Only deliveries with this status (absent or empty: every status); an unknown status is 422 \
+            naming `status`.")),
     responses((status = 200, description = "A page of deliveries.", body = DeliveryList),
         (status = 422, response = super::docs::ValidationFailed)))]
 pub async fn list(

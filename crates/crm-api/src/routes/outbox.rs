@@ -37,8 +37,8 @@ pub struct Requeued {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ParkedPage {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200, default = 50)]
+    /// Page size, 1 to 200; absent or empty: 50.
+    #[param(value_type = Option<String>, pattern = "^([1-9][0-9]?|1[0-9]{2}|200)?$")]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page (a `seq`).
     cursor: Option<String>,

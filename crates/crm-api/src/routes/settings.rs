@@ -65,33 +65,6 @@ impl From<StoredSettings> for SettingsView {
     }
 }
 
-/// `PUT` body. `enabled`, `url` and `events` must be present (`url` may be null); `secret` is optional and
-/// write-only. Enabling requires a URL, a secret (given now or already stored) and at least one event. Any error
-/// saves nothing.
-#[derive(ToSchema)]
-#[schema(as = SettingsUpdate)]
-#[allow(dead_code)]
-pub struct SettingsUpdateDoc {
-    enabled: bool,
-    /// The target URL, or null (blank counts as null) to clear it. Must be an absolute `https` URL (plain `http`
-    /// only where the operator set `CRM_EGRESS_ALLOW_HTTP`) without userinfo, fragment or port 0, at most 2048
-    /// bytes, whose host is a public fully qualified domain name or public IP address: localhost, internal
-    /// suffixes (`.local`, `.internal`, `.lan`, `.corp`, `.home.arpa`, ...), and private, loopback, link-local,
-    /// unique-local, CGNAT, multicast, reserved or unspecified addresses are rejected in any spelling
-    /// (decimal/octal/hex IPv4, IPv4-mapped IPv6, trailing dots). A rejected URL is a 422 on field `url`.
-    #[schema(required = true, max_length = 2048)]
-    url: Option<String>,
-    /// Subset of `crm_row.created`, `crm_row.updated`; duplicates are folded. An unknown name is a 422 on
-    /// `events[<index>]`. May be empty only while disabled.
-    #[schema(value_type = Vec<super::docs::SubscribableEventSchema>)]
-    events: Vec<String>,
-    /// Optional; absent keeps the current secret. Either `whsec_` followed by standard base64 whose decoded key is
-    /// 16 to 256 bytes, or 16 to 256 characters without whitespace or control characters (the key is then its
-    /// UTF-8 bytes). A new secret replacing a set one keeps the old one signing for 24 hours.
-    #[schema(write_only, min_length = 16, max_length = 512)]
-    secret: Option<String>,
-}
-
 /// The new secret, shown once.
 #[derive(Serialize, ToSchema)]
 #[schema(as = GeneratedSecret)]
@@ -130,7 +103,7 @@ pub async fn get(
 /// messages never echo the URL or the secret. A new secret replacing a set one keeps the old one valid for signing
 /// for 24 hours.
 #[utoipa::path(put, path = "/v1/workspaces/{ws}/settings/crm-webhook", tag = "webhook-settings",
-    operation_id = "putWebhookSettings", params(WsParam), request_body = SettingsUpdateDoc,
+    operation_id = "putWebhookSettings", params(WsParam), request_body = SettingsBody,
     responses((status = 200, description = "The saved settings (masked).", body = SettingsView)))]
 pub async fn put(
     caller: Authorized<can::WriteSettings>,

@@ -82,6 +82,13 @@ row_schema!(
         let mut properties = Map::new();
         for field in FIELDS.iter().filter(|f| f.editable()) {
             let mut schema = field_schema(field);
+            if field.kind == Kind::Email {
+                schema["description"] = json!(
+                    "Not null: a row always has an email. An email address as the lead's `email` takes it \
+                     (`name@example.com`: no whitespace, local part 1..64 characters, a domain with a dot); another \
+                     row of the workspace with the same email (case-insensitively) is a 409 on `email`."
+                );
+            }
             if field.kind == Kind::Object {
                 schema["description"] = json!(
                     "Merged per RFC 7386: a key set to `null` is removed, other keys are set, keys not mentioned are \
@@ -303,8 +310,8 @@ pub struct WsIdParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct PageParams {
-    /// Page size, 1 to 200 (default 50). Anything else is a 422 on `limit`.
-    #[param(minimum = 1, maximum = 200, default = 50)]
+    /// Page size, 1 to 200; absent or empty: 50. Anything else is a 422 on `limit`.
+    #[param(value_type = Option<String>, pattern = "^([1-9][0-9]?|1[0-9]{2}|200)?$")]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page; absent or empty for the first page. Opaque; a value this API did
     /// not return is a 422 on `cursor`.
