@@ -97,3 +97,14 @@ impl TestApp {
         eventually(Duration::from_secs(20), || async { self.outbox_len().await == 0 }).await;
     }
 }
+
+/// The value of the Prometheus sample `name` (with its labels, e.g. `webhook_held_back_total{reason="leased"}`)
+/// in a metrics text; 0 when absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -14,11 +14,12 @@ pub struct WorkerConfig {
     pub common: CommonConfig,
     /// `WORKER_ADDR`: health and metrics only.
     pub addr: SocketAddr,
-    /// `WORKER_CONCURRENCY` (default 64): deliveries in flight in this process.
+    /// `WORKER_CONCURRENCY` (default 64): deliveries in flight in this process, and the most one endpoint's
+    /// adaptive limit can reach.
     pub concurrency: usize,
-    /// `WORKER_WORKSPACE_CONCURRENCY` (default 8): deliveries in flight per workspace in this process; the excess
-    /// is held back, so one slow endpoint cannot take every slot.
-    pub workspace_concurrency: usize,
+    /// `WORKER_BUFFER` (default `4 × WORKER_CONCURRENCY`, at least 256): messages held in this process, queued for
+    /// their endpoint or in flight. Nothing more is pulled while it is full.
+    pub buffer: usize,
     /// `CRM_WEBHOOK_TIMEOUT_MS` (default 10000): connect and response, per request.
     pub timeout: Duration,
     /// `CRM_WEBHOOK_RETRY_BASE_MS` (5000), `CRM_WEBHOOK_RETRY_MAX_MS` (3600000), `CRM_WEBHOOK_MAX_ATTEMPTS`
@@ -48,10 +49,13 @@ impl WorkerConfig {
         if !(1..=10_000).contains(&concurrency) {
             return Err(ConfigError::invalid("WORKER_CONCURRENCY", "must be from 1 to 10000"));
         }
-        let workspace_concurrency: usize =
-            env.parse_or("WORKER_WORKSPACE_CONCURRENCY", 8.min(concurrency), "a number from 1 to WORKER_CONCURRENCY")?;
-        if !(1..=concurrency).contains(&workspace_concurrency) {
-            return Err(ConfigError::invalid("WORKER_WORKSPACE_CONCURRENCY", "must be from 1 to WORKER_CONCURRENCY"));
+        let buffer: usize = env.parse_or(
+            "WORKER_BUFFER",
+            (4 * concurrency).clamp(256, 40_000),
+            "a number from WORKER_CONCURRENCY to 100000",
+        )?;
+        if !(concurrency..=100_000).contains(&buffer) {
+            return Err(ConfigError::invalid("WORKER_BUFFER", "must be from WORKER_CONCURRENCY to 100000"));
         }
         let timeout = env.millis_or("CRM_WEBHOOK_TIMEOUT_MS", 10_000)?;
         let base = env.millis_or("CRM_WEBHOOK_RETRY_BASE_MS", 5_000)?;
@@ -85,7 +89,7 @@ impl WorkerConfig {
             common,
             addr,
             concurrency,
-            workspace_concurrency,
+            buffer,
             timeout,
             retry: RetryPolicy { base, cap, max_attempts },
             ack_wait,

@@ -1,20 +1,27 @@
-//! The consumer loop: one durable pull consumer shared by every replica, pulled in batches no larger than this
-//! process's free slots (messages waiting in a client buffer have their ack-wait clock running), each message
-//! handled on its own task.
+//! The consumer loop: one durable pull consumer shared by every replica, pulled only while this process has room,
+//! each message queued under its endpoint by the [`Scheduler`] and started when it may go.
 //!
-//! Shutdown: stop pulling; give in-flight deliveries the grace period; then abandon the rest, which hand their
-//! messages back with an immediate NAK so another replica takes them at once. Messages already pulled but not
-//! started are handed back the same way.
+//! One task owns the scheduler and does everything in turn: pull while there is room, start what may start, learn
+//! from what finished, keep waiting messages alive (an in-progress ack each, every third of the ack wait), hand
+//! back what an endpoint cannot hold, say every few seconds what it sees ([`Presence`]). Each delivery runs on a
+//! task of its own and reports back to it.
+//!
+//! Shutdown: stop pulling; hand back at once every message that has not started, so another replica takes it;
+//! give deliveries in flight the grace period; then abandon the rest, which hand their messages back with an
+//! immediate NAK.
 
+use crate::metrics::HoldBack;
+use crate::presence::{Presence, BEAT};
 use crate::process::{self, Ctx};
+use crate::scheduler::{Feedback, Pacing, Scheduler, SchedulerConfig};
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
 use service_common::backoff::Backoff;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// The durable consumer's configuration. `max_deliver` is unlimited: attempts are counted in the delivery log,
 /// which terms the message when they run out. `max_ack_pending` is large because messages waiting out a NAK
@@ -35,16 +42,22 @@ pub struct ConsumerLoop {
     pub ctx: Arc<Ctx>,
     pub js: jetstream::Context,
     pub stream: async_nats::jetstream::stream::Config,
-    pub concurrency: usize,
+    pub scheduler: SchedulerConfig,
+    pub presence: Presence,
     pub ack_wait: Duration,
     pub grace: Duration,
 }
 
+/// A delivery task's report: its endpoint, whether it was the breaker's probe, and what it learned.
+type Done = (Uuid, bool, Feedback);
+
 impl ConsumerLoop {
     pub async fn run(self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut sched: Scheduler<jetstream::Message> = Scheduler::new(self.scheduler);
+        let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut keep_alive = tokio::time::interval(self.ack_wait / 3);
+        let mut beat = tokio::time::interval(BEAT);
         'connect: while !shutdown.is_cancelled() {
             let messages = match self.open().await {
                 Ok(messages) => {
@@ -61,44 +74,101 @@ impl ConsumerLoop {
             };
             tokio::pin!(messages);
             loop {
-                while tasks.try_join_next().is_some() {}
-                let permit = tokio::select! {
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break 'connect,
-                    },
-                    _ = shutdown.cancelled() => {
-                        hand_back_buffered(&mut messages).await;
-                        break 'connect;
-                    }
-                };
-                let next = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.cancelled() => {
-                        hand_back_buffered(&mut messages).await;
-                        break 'connect;
-                    }
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let ctx = self.ctx.clone();
-                        tasks.spawn(async move {
-                            process::handle(&ctx, message).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(e)) => {
-                        // Missed heartbeats and pull errors are transient; the stream keeps going.
-                        tracing::debug!(error = %e, "consumer stream error");
-                        if matches!(e.kind(), consumer::pull::MessagesErrorKind::ConsumerDeleted) {
-                            continue 'connect;
+                let now = Instant::now();
+                while let Some(dispatch) = sched.next(now, |ws| self.pacing(ws)) {
+                    let ctx = self.ctx.clone();
+                    let (endpoint, probe) = (dispatch.endpoint, dispatch.probe);
+                    tasks.spawn(async move { (endpoint, probe, process::handle(&ctx, dispatch.message).await) });
+                }
+                self.ctx.metrics.buffered.set(sched.held() as i64);
+                let wake = sched.next_wake(now).map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'connect,
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        if let Ok((endpoint, probe, feedback)) = done {
+                            sched.complete(endpoint, probe, feedback, Instant::now());
+                            for (message, delay) in sched.take_evicted() {
+                                self.hand_back(message, delay).await;
+                            }
                         }
                     }
-                    None => continue 'connect,
+                    next = messages.next(), if sched.has_room() => match next {
+                        Some(Ok(message)) => self.offer(&mut sched, message).await,
+                        Some(Err(e)) => {
+                            // Missed heartbeats and pull errors are transient; the stream keeps going.
+                            tracing::debug!(error = %e, "consumer stream error");
+                            if matches!(e.kind(), consumer::pull::MessagesErrorKind::ConsumerDeleted) {
+                                continue 'connect;
+                            }
+                        }
+                        None => continue 'connect,
+                    },
+                    _ = keep_alive.tick() => {
+                        for message in sched.queued() {
+                            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                                tracing::debug!(error = %e, "in-progress ack of a queued message failed");
+                            }
+                        }
+                    }
+                    _ = beat.tick() => self.beat(&mut sched),
+                    _ = sleep_until(wake), if wake.is_some() => {}
                 }
             }
         }
+        // Not started: straight back to JetStream, for another replica.
+        for message in sched.take_queued() {
+            self.ctx.metrics.hold_back(HoldBack::Shutdown);
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
         self.drain(tasks).await;
+        if let Err(e) = self.presence.leave().await {
+            tracing::debug!(error = %e, "could not take this worker's presence away; it ages out");
+        }
+    }
+
+    /// Queues a pulled message under its endpoint, or hands it back when the endpoint holds all it can.
+    async fn offer(&self, sched: &mut Scheduler<jetstream::Message>, message: jetstream::Message) {
+        let endpoint = endpoint_of(&message);
+        if let Err((message, delay)) = sched.offer(endpoint, message, Instant::now()) {
+            self.hand_back(message, delay).await;
+        }
+    }
+
+    /// Hands a message its endpoint cannot hold back to JetStream, to come back after `delay`.
+    async fn hand_back(&self, message: jetstream::Message, delay: Duration) {
+        self.ctx.metrics.hold_back(HoldBack::Backlog);
+        if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+            tracing::debug!(error = %e, "could not hand a message back; it returns after the ack wait");
+        }
+    }
+
+    /// What the settings cache knows of an endpoint's rate cap, this worker's share of it.
+    fn pacing(&self, endpoint: Uuid) -> Pacing {
+        match self.ctx.settings.peek(endpoint) {
+            None => Pacing::Unknown,
+            Some(webhook) => match webhook.and_then(|w| w.max_per_second) {
+                None => Pacing::Unlimited,
+                Some(rate) => Pacing::PerSecond(rate / self.presence.live_workers() as f64),
+            },
+        }
+    }
+
+    /// Shows the endpoints in the metrics and to crm-api, and forgets those long idle.
+    fn beat(&self, sched: &mut Scheduler<jetstream::Message>) {
+        let now = Instant::now();
+        let forgotten = sched.forget_idle(now);
+        let snapshot = sched.snapshot(now);
+        self.ctx.metrics.endpoints(&snapshot, &forgotten);
+        let (presence, ctx) = (self.presence.clone(), self.ctx.clone());
+        tokio::spawn(async move {
+            match presence.beat(&snapshot).await {
+                Ok(()) => {
+                    ctx.metrics.workers_alive.set(presence.live_workers() as i64);
+                }
+                Err(e) => tracing::debug!(error = %e, "could not write this worker's presence; trying again"),
+            }
+        });
     }
 
     async fn open(&self) -> Result<consumer::pull::Stream, async_nats::Error> {
@@ -106,12 +176,13 @@ impl ConsumerLoop {
         let stream = self.js.get_stream(&self.stream.name).await?;
         let consumer: consumer::PullConsumer =
             stream.get_or_create_consumer(crm_events::CONSUMER_NAME, consumer_config(self.ack_wait)).await?;
-        let batch = self.concurrency.clamp(1, 256);
+        // The client prefetches at most this many beyond what the scheduler holds.
+        let batch = self.scheduler.concurrency.clamp(1, 128);
         Ok(consumer.stream().max_messages_per_batch(batch).heartbeat(Duration::from_secs(5)).messages().await?)
     }
 
     /// Waits for in-flight deliveries up to the grace period, then abandons the rest (they NAK themselves).
-    async fn drain(&self, mut tasks: JoinSet<()>) {
+    async fn drain(&self, mut tasks: JoinSet<Done>) {
         let in_flight = tasks.len();
         if in_flight > 0 {
             tracing::info!(in_flight, grace_ms = self.grace.as_millis() as u64, "draining deliveries in flight");
@@ -128,9 +199,15 @@ impl ConsumerLoop {
     }
 }
 
-/// NAKs (immediately) messages already pulled into the client buffer but not started.
-async fn hand_back_buffered(messages: &mut std::pin::Pin<&mut consumer::pull::Stream>) {
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+/// The endpoint (workspace) a message is for, from its subject `<prefix>.row.changed.<workspace_id>`; a subject
+/// that does not end in one is queued under the nil id, and its delivery finds out what it is.
+fn endpoint_of(message: &jetstream::Message) -> Uuid {
+    message.subject.rsplit('.').next().and_then(|last| Uuid::parse_str(last).ok()).unwrap_or(Uuid::nil())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

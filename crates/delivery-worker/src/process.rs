@@ -1,23 +1,24 @@
 //! What happens to one message: decide whether to send, send, record, and answer JetStream.
 //!
-//! A delivery goes through named steps, each returning what the next one needs or the message's final answer:
-//! [`decode`] the event, find its [`target`] (or record why it is skipped), [`admit`] it past the workspace's
-//! in-flight limit and its endpoint's breaker, [`claim`] it in the delivery log, [`attempt`] the request,
-//! [`conclude`] what the answer means, and [`settle`] it: record the attempt, update the breaker, count it.
+//! The scheduler ([`crate::scheduler`]) has decided that this delivery may go to its endpoint now. It goes through
+//! named steps, each returning what the next one needs or the message's final answer: [`decode`] the event, find
+//! its [`target`] (or record why it is skipped), [`claim`] it in the delivery log, [`attempt`] the request,
+//! [`conclude`] what the answer means, and [`settle`] it: record the attempt and count it. What the endpoint's
+//! answer says about the endpoint (how fast, how healthy) goes back to the scheduler as [`Feedback`].
 //!
 //! Every path ends in exactly one of ack (done), NAK with a delay (try again later) or term (never again), and
 //! the delivery log is written before the answer, so a crash between the two repeats an answer rather than losing
-//! an outcome. Hand-backs that are not attempts (a workspace at its in-flight limit, a paused endpoint, another
-//! worker holding the delivery, shutdown) write no attempt, so they do not spend the retry budget.
+//! an outcome. Hand-backs that are not attempts (another worker holding the delivery, shutdown) write no attempt,
+//! so they do not spend the retry budget.
 //!
 //! The one exception to "log first" is an attempt the receiver accepted whose record cannot be written: it is
 //! written again and again rather than answered with a NAK that would send the webhook a second time, and if the
 //! worker has to stop first, the message is acknowledged and the log lags ([`record_attempt`]).
 
-use crate::fairness::{Admission, Breakers, Slot, Slots};
 use crate::metrics::{HoldBack, WorkerMetrics};
 use crate::request::{jitter, outbound_request, with_progress};
 use crate::retry::{Decision, RetryPolicy};
+use crate::scheduler::Feedback;
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
 use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder, SkipRecord, Skipper};
@@ -29,7 +30,6 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// How long a pause after a database error lasts before the message comes back.
 const DB_RETRY: Duration = Duration::from_secs(2);
@@ -52,8 +52,6 @@ pub struct Ctx {
     pub settings: SettingsCache,
     pub sender: Sender,
     pub retry: RetryPolicy,
-    pub slots: Slots,
-    pub breakers: Breakers,
     pub metrics: WorkerMetrics,
     pub ack_wait: Duration,
     /// How long a claim keeps other workers off a delivery: a little longer than one request can take, so a
@@ -72,9 +70,10 @@ pub enum Verdict {
     Term,
 }
 
-/// Processes one message and answers JetStream. The delivery's span continues the trace the message carries
-/// (`traceparent` from the relay's publish), so a trace runs from the API request to each attempt.
-pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
+/// Processes one message and answers JetStream; says what the attempt taught about the endpoint. The delivery's
+/// span continues the trace the message carries (`traceparent` from the relay's publish), so a trace runs from
+/// the API request to each attempt.
+pub async fn handle(ctx: &Ctx, message: jetstream::Message) -> Feedback {
     let span = tracing::info_span!(
         "webhook.delivery",
         event_id = tracing::field::Empty,
@@ -85,7 +84,9 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
     service_common::trace::set_parent(&span, |name| {
         message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
     });
-    let verdict = tracing::Instrument::instrument(deliver(ctx, &message), span).await.unwrap_or_else(|early| early);
+    let (verdict, feedback) = tracing::Instrument::instrument(deliver(ctx, &message), span)
+        .await
+        .unwrap_or_else(|early| (early, Feedback::NotSent));
     let answer = match verdict {
         Verdict::Ack => message.ack().await,
         Verdict::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
@@ -96,16 +97,16 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) {
         // The message comes back after the ack wait; the delivery log already holds the outcome.
         tracing::warn!(error = %e, ?verdict, "could not answer JetStream");
     }
+    feedback
 }
 
 /// The steps of one delivery. `Err` is an answer given before an attempt was made.
-async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<Verdict, Verdict> {
+async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<(Verdict, Feedback), Verdict> {
     let event = decode(message)?;
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(event.id));
     span.record("workspace_id", tracing::field::display(event.workspace_id));
     let target = target(ctx, &event, &message.payload).await?;
-    let admitted = admit(ctx, event.workspace_id)?;
     let claimed = claim(ctx, &event, &message.payload).await?;
     span.record("attempt", claimed.attempt);
     let Some(attempted) = attempt(ctx, message, &event, &target, claimed.attempt).await else {
@@ -115,7 +116,7 @@ async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<Verdict, Ver
         return Err(Verdict::Nak(Duration::ZERO));
     };
     let concluded = conclude(ctx, &event, &claimed, attempted);
-    Ok(settle(ctx, message, &event, admitted, concluded).await)
+    Ok(settle(ctx, message, &event, concluded).await)
 }
 
 /// Step 1: the event. A body this build cannot read never will be: stop it rather than loop on it.
@@ -177,40 +178,6 @@ fn skip_reason(event: &RowChangedEvent, webhook: Option<&Webhook>) -> Option<Ski
         return Some(SkipReason::NotSubscribed);
     }
     None
-}
-
-/// A delivery let through to its endpoint: a workspace slot held, and whether it is the breaker's probe. A probe
-/// that never reaches an answer (dropped before [`settle`]) lets the next message probe.
-struct Admitted<'a> {
-    _slot: Slot,
-    breakers: &'a Breakers,
-    workspace_id: Uuid,
-    probe: bool,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        if self.probe {
-            self.breakers.probe_abandoned(self.workspace_id);
-        }
-    }
-}
-
-/// Step 3: fairness. At most the workspace's in-flight limit, and nothing to an endpoint the breaker paused.
-fn admit(ctx: &Ctx, workspace_id: Uuid) -> Result<Admitted<'_>, Verdict> {
-    let Some(slot) = ctx.slots.try_take(workspace_id) else {
-        ctx.metrics.hold_back(HoldBack::WorkspaceLimit);
-        return Err(Verdict::Nak(hold_back_delay(Duration::from_millis(200))));
-    };
-    match ctx.breakers.admit(workspace_id) {
-        Admission::Paused(remaining) => {
-            ctx.metrics.hold_back(HoldBack::EndpointPaused);
-            Err(Verdict::Nak(remaining + hold_back_delay(Duration::from_millis(100))))
-        }
-        admission => {
-            Ok(Admitted { _slot: slot, breakers: &ctx.breakers, workspace_id, probe: admission == Admission::Probe })
-        }
-    }
 }
 
 /// A short, jittered hand-back delay, so held-back messages do not return in lockstep.
@@ -279,11 +246,13 @@ async fn attempt(
     sent.map(|outcome| Attempted { started_at, outcome })
 }
 
-/// What an attempt means: the decision, the record that says so, and JetStream's answer.
+/// What an attempt means: the decision, the record that says so, JetStream's answer, and what it says about the
+/// endpoint.
 struct Concluded {
     decision: Decision,
     record: AttemptRecord,
     verdict: Verdict,
+    feedback: Feedback,
 }
 
 /// Step 6: the retry policy's decision on the answer, and the record of the attempt.
@@ -304,31 +273,40 @@ fn conclude(ctx: &Ctx, event: &RowChangedEvent, claimed: &Claimed, attempted: At
         Decision::Retry { after, .. } => chrono::Duration::from_std(*after).ok().map(|d| Utc::now() + d),
         _ => None,
     };
+    let took = outcome.duration();
+    let feedback = match &decision {
+        Decision::Success | Decision::Failed { .. } => Feedback::Settled(took),
+        Decision::Retry { .. } | Decision::Dead { .. } => {
+            let (overloaded, retry_after) = match &outcome {
+                SendOutcome::Response { status, retry_after, .. } => (*status >= 500 || *status == 429, *retry_after),
+                SendOutcome::Timeout { .. } | SendOutcome::Network { .. } | SendOutcome::Blocked { .. } => (true, None),
+            };
+            Feedback::Retryable { took, overloaded, retry_after }
+        }
+    };
     let record = AttemptRecord {
         delivery_id: event.id,
         attempt: claimed.attempt,
         started_at,
-        duration: outcome.duration(),
+        duration: took,
         status_code,
         error,
         excerpt,
         status,
         next_attempt_at,
     };
-    Concluded { decision, record, verdict }
+    Concluded { decision, record, verdict, feedback }
 }
 
 /// Step 7: the attempt's consequences. A gone endpoint turns the webhook off (before the delivery shows as
-/// failed, so whoever reads the log sees the settings already say why); the attempt is recorded; the breaker and
-/// the metrics learn the outcome.
+/// failed, so whoever reads the log sees the settings already say why); the attempt is recorded and counted.
 async fn settle(
     ctx: &Ctx,
     message: &jetstream::Message,
     event: &RowChangedEvent,
-    mut admitted: Admitted<'_>,
     concluded: Concluded,
-) -> Verdict {
-    let Concluded { decision, record, verdict } = concluded;
+) -> (Verdict, Feedback) {
+    let Concluded { decision, record, verdict, feedback } = concluded;
     let ws = event.workspace_id;
     if let Decision::Failed { disable_webhook: true, .. } = &decision {
         let reason =
@@ -343,17 +321,7 @@ async fn settle(
     }
     let (status, duration) = (record.status, record.duration);
     if record_attempt(ctx, message, record, matches!(decision, Decision::Success)).await == Logged::HandBack {
-        return Verdict::Nak(DB_RETRY);
-    }
-    // The probe reached an answer: the breaker's verdict below replaces its abandonment.
-    admitted.probe = false;
-    match &decision {
-        Decision::Retry { .. } | Decision::Dead { .. } => {
-            if ctx.breakers.failed(ws) {
-                tracing::warn!("endpoint paused after repeated failures");
-            }
-        }
-        Decision::Success | Decision::Failed { .. } => ctx.breakers.succeeded(ws),
+        return (Verdict::Nak(DB_RETRY), feedback);
     }
     if matches!(decision, Decision::Retry { .. }) {
         ctx.metrics.retries_scheduled.inc();
@@ -361,7 +329,7 @@ async fn settle(
     ctx.metrics.count(status);
     ctx.metrics.observe_attempt(status, duration);
     tracing::Span::current().record("outcome", status.as_str());
-    verdict
+    (verdict, feedback)
 }
 
 /// What became of an attempt's record.
@@ -427,6 +395,7 @@ async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: Attempt
 mod tests {
     use super::*;
     use crm_events::{Trigger, EVENT_SCHEMA_VERSION};
+    use uuid::Uuid;
 
     fn event(event_type: EventType) -> RowChangedEvent {
         RowChangedEvent {
@@ -449,6 +418,7 @@ mod tests {
             url: Some("https://crm.example.com/in".into()),
             events: events.iter().map(|e| e.to_string()).collect(),
             signer: webhook_signing::Signer::new(vec![key]).ok(),
+            max_per_second: None,
         }
     }
 

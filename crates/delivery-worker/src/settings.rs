@@ -31,6 +31,8 @@ pub struct Webhook {
     pub events: Vec<String>,
     /// Signs with the current secret, and during a rotation also the previous one (new first).
     pub signer: Option<Signer>,
+    /// The most requests per second to send to the URL, shared by every worker; `None`: no cap.
+    pub max_per_second: Option<f64>,
 }
 
 impl Webhook {
@@ -115,6 +117,12 @@ impl SettingsCache {
         Ok(loaded)
     }
 
+    /// What the cache holds for the workspace, without reading the database: `None` when nothing fresh is
+    /// cached, `Some(None)` when the workspace is known to have no webhook.
+    pub fn peek(&self, workspace_id: Uuid) -> Option<Option<Arc<Webhook>>> {
+        self.lock().lookup(workspace_id).ok()
+    }
+
     pub fn invalidate(&self, workspace_id: Uuid) {
         self.lock().invalidate(workspace_id);
     }
@@ -129,7 +137,8 @@ impl SettingsCache {
 
     async fn load(&self, workspace_id: Uuid) -> Result<Option<Webhook>, SettingsError> {
         let row = sqlx::query!(
-            "SELECT enabled, url, events, secret_sealed, previous_secret_sealed, previous_secret_expires_at
+            "SELECT enabled, url, events, secret_sealed, previous_secret_sealed, previous_secret_expires_at,
+                    max_per_second
                FROM webhook_settings WHERE workspace_id = $1",
             workspace_id
         )
@@ -149,7 +158,13 @@ impl SettingsCache {
                 Err(e) => tracing::error!(%workspace_id, error = %e, "cannot open stored webhook secret"),
             }
         }
-        Ok(Some(Webhook { enabled: row.enabled, url: row.url, events: row.events, signer: Signer::new(keys).ok() }))
+        Ok(Some(Webhook {
+            enabled: row.enabled,
+            url: row.url,
+            events: row.events,
+            signer: Signer::new(keys).ok(),
+            max_per_second: row.max_per_second,
+        }))
     }
 
     /// Follows `crm_settings` notifications until `shutdown`: a workspace's entry is dropped when its settings
@@ -172,7 +187,13 @@ mod tests {
     use super::*;
 
     fn webhook(url: &str) -> Found {
-        Some(Arc::new(Webhook { enabled: true, url: Some(url.to_owned()), events: Vec::new(), signer: None }))
+        Some(Arc::new(Webhook {
+            enabled: true,
+            url: Some(url.to_owned()),
+            events: Vec::new(),
+            signer: None,
+            max_per_second: None,
+        }))
     }
 
     fn url(found: &Found) -> Option<&str> {

@@ -3,9 +3,10 @@
 
 use crate::config::WorkerConfig;
 use crate::consumer::ConsumerLoop;
-use crate::fairness::{Breakers, Slots};
 use crate::metrics::WorkerMetrics;
+use crate::presence::Presence;
 use crate::process::Ctx;
+use crate::scheduler::SchedulerConfig;
 use crate::sender::{NameLookup, Sender, SenderConfig, SystemLookup};
 use crate::settings::SettingsCache;
 use anyhow::Context as _;
@@ -64,14 +65,12 @@ impl Worker {
             settings: settings.clone(),
             sender,
             retry: config.retry,
-            slots: Slots::new(config.workspace_concurrency),
-            breakers: Breakers::new(config.pause_after_failures, config.pause),
             metrics: metrics.clone(),
             ack_wait: config.ack_wait,
             lease: config.timeout + Duration::from_secs(2),
             hard_stop: CancellationToken::new(),
         });
-        let readiness = health::Readiness { pool, nats: client, metrics: metrics.registry.clone() };
+        let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = health::router(readiness).layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding WORKER_ADDR {}", config.addr))?;
@@ -84,7 +83,13 @@ impl Worker {
                 &config.common.subjects(),
                 config.common.stream_replicas,
             ),
-            concurrency: config.concurrency,
+            scheduler: SchedulerConfig {
+                concurrency: config.concurrency,
+                buffer: config.buffer,
+                pause_after_failures: config.pause_after_failures,
+                first_pause: config.pause,
+            },
+            presence: Presence::new(pool.clone()),
             ack_wait: config.ack_wait,
             grace: config.shutdown_grace,
         };
@@ -121,7 +126,7 @@ impl Worker {
     }
 }
 
-/// Samples the consumer's pending and ack-pending counts and the paused endpoints for the metrics.
+/// Samples the consumer's pending and ack-pending counts for the metrics.
 async fn sample_consumer(js: async_nats::jetstream::Context, stream: String, ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -129,7 +134,6 @@ async fn sample_consumer(js: async_nats::jetstream::Context, stream: String, ctx
             _ = tick.tick() => {},
             _ = stop.cancelled() => return,
         }
-        ctx.metrics.endpoints_paused.set(ctx.breakers.paused() as i64);
         let Ok(stream) = js.get_stream(&stream).await else { continue };
         let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
             stream.get_consumer(crm_events::CONSUMER_NAME).await;

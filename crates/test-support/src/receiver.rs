@@ -77,6 +77,9 @@ struct Inner {
     default: Option<Reply>,
     received: Vec<Received>,
     connections: usize,
+    /// Requests being answered now, and the most at once.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -130,6 +133,11 @@ impl Receiver {
         self.lock().connections
     }
 
+    /// The most requests this receiver was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
     /// Waits until at least `n` requests arrived; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -159,6 +167,8 @@ async fn record(State(receiver): State<Receiver>, request: axum::extract::Reques
             headers: parts.headers,
             body,
         });
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
         let scripted = inner.script.pop_front();
         scripted.or_else(|| inner.default.clone()).unwrap_or_else(|| Reply::status(200))
     };
@@ -166,6 +176,7 @@ async fn record(State(receiver): State<Receiver>, request: axum::extract::Reques
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    receiver.lock().in_flight -= 1;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     // Text goes out as text/plain, anything else as application/octet-stream (axum's defaults for each).
     let mut response = match String::from_utf8(reply.body.to_vec()) {

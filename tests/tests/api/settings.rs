@@ -24,7 +24,8 @@ async fn settings_default_then_save_masked_and_encrypted() {
     assert_eq!(
         defaults,
         json!({"enabled": false, "url": null, "events": ["crm_row.created", "crm_row.updated"], "secret_set": false,
-               "secret_last4": null, "updated_at": null, "disabled_reason": null, "previous_secret_expires_at": null})
+               "secret_last4": null, "updated_at": null, "disabled_reason": null, "previous_secret_expires_at": null,
+               "max_per_second": null})
     );
 
     let saved = app.api.put(&path, Some(&admin), &good_settings()).await.expect(200);
@@ -250,4 +251,24 @@ async fn no_response_of_any_route_contains_the_secret() {
         let body = String::from_utf8_lossy(&message.payload);
         assert!(!body.contains(SECRET) && !body.contains(new_secret), "an event carried a secret");
     }
+}
+
+#[tokio::test]
+async fn a_rate_cap_is_optional_bounded_and_shown() {
+    let app = TestApp::spawn().await;
+    let (ws, admin) = app.workspace_with_token("admin").await;
+    let path = settings_path(ws);
+    for bad in [json!(0), json!(-1), json!(10_001), json!("10")] {
+        let mut body = good_settings();
+        body["max_per_second"] = bad.clone();
+        app.api.put(&path, Some(&admin), &body).await.expect_problem(422, Some("max_per_second"));
+        assert_eq!(app.api.get(&path, Some(&admin)).await.json()["secret_set"], false, "{bad}: nothing saved");
+    }
+    let mut body = good_settings();
+    body["max_per_second"] = json!(2.5);
+    assert_eq!(app.api.put(&path, Some(&admin), &body).await.expect(200).json()["max_per_second"], 2.5);
+    assert_eq!(app.api.get(&path, Some(&admin)).await.json()["max_per_second"], 2.5);
+    // PUT replaces: without it, there is no cap.
+    let saved = app.api.put(&path, Some(&admin), &good_settings()).await.expect(200).json();
+    assert_eq!(saved["max_per_second"], Value::Null);
 }

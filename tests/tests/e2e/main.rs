@@ -6,3 +6,4 @@ mod fairness;
 mod recording;
 mod retries;
 mod scale;
+mod scheduling;

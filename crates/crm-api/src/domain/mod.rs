@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod change;
+pub mod health;
 pub mod input;
 pub mod interest;
 pub mod patch;

@@ -38,6 +38,12 @@ pub struct SettingsBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, write_only, min_length = 16, max_length = 512)]
     secret: Option<SecretString>,
+    /// Optional: the most requests per second to send to the URL, for a CRM that enforces a quota (`0.5` is one
+    /// every two seconds). More than 0, at most 10000. Absent or null: no cap. The workers pace to it together
+    /// (each to its share), without handing anything back or spending the retry budget.
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 10000.0)]
+    max_per_second: Option<f64>,
 }
 
 /// A checked `PUT`.
@@ -47,7 +53,11 @@ pub struct SettingsUpdate {
     /// Subscribed events, each once, in the order given.
     pub events: Vec<String>,
     pub secret: Option<SecretString>,
+    pub max_per_second: Option<f64>,
 }
+
+/// The most `max_per_second` may be.
+pub const MAX_RATE: f64 = 10_000.0;
 
 impl SettingsBody {
     pub fn validate(self, egress: &EgressPolicy) -> Result<SettingsUpdate, ApiError> {
@@ -69,12 +79,16 @@ impl SettingsBody {
                 v.error("secret", message);
             }
         }
+        if self.max_per_second.is_some_and(|rate| !(rate > 0.0 && rate <= MAX_RATE)) {
+            v.error("max_per_second", format!("must be more than 0 and at most {MAX_RATE}, or null for no cap"));
+        }
         v.finish()?;
         Ok(SettingsUpdate {
             enabled: self.enabled,
             url: url.map(|u| u.as_str().to_owned()),
             events,
             secret: self.secret,
+            max_per_second: self.max_per_second,
         })
     }
 }

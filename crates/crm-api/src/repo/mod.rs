@@ -2,6 +2,7 @@
 //! commits together; flows that must be atomic (a row change and its outbox event) take a transaction.
 
 pub mod deliveries;
+pub mod endpoint;
 pub mod idempotency;
 pub mod outbox;
 pub mod rows;

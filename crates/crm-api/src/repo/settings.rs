@@ -17,6 +17,8 @@ pub struct StoredSettings {
     pub updated_at: Option<DateTime<Utc>>,
     /// Until when the replaced secret still signs (a rotation in progress); `None` when there is none.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The webhook's request rate cap, if any.
+    pub max_per_second: Option<f64>,
 }
 
 impl StoredSettings {
@@ -32,7 +34,7 @@ impl StoredSettings {
 #[tracing::instrument(skip(db))]
 pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSettings, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at,
+        r#"SELECT enabled, url, events, secret_sealed, secret_last4, disabled_reason, updated_at, max_per_second,
                   CASE WHEN previous_secret_sealed IS NOT NULL AND previous_secret_expires_at > now()
                        THEN previous_secret_expires_at END AS "previous_secret_expires_at?"
              FROM webhook_settings WHERE workspace_id = $1"#,
@@ -51,6 +53,7 @@ pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<StoredSe
             disabled_reason: r.disabled_reason,
             updated_at: Some(r.updated_at),
             previous_secret_expires_at: r.previous_secret_expires_at,
+            max_per_second: r.max_per_second,
         },
     })
 }
@@ -72,17 +75,21 @@ pub struct NewSecret {
     pub last4: String,
 }
 
+/// What a settings write sets.
+pub struct Saved<'a> {
+    pub enabled: bool,
+    pub url: Option<&'a str>,
+    pub events: &'a [String],
+    /// A new secret, or `None` to keep the current one.
+    pub secret: Option<NewSecret>,
+    pub max_per_second: Option<f64>,
+}
+
 /// Writes the settings. A new secret that replaces a set one keeps the old one for 24 hours, so the worker can
 /// sign with both while receivers switch. Tells the workers to drop their cached copy.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
-pub async fn save(
-    tx: &mut PgConnection,
-    workspace_id: Uuid,
-    enabled: bool,
-    url: Option<&str>,
-    events: &[String],
-    secret: Option<NewSecret>,
-) -> Result<StoredSettings, sqlx::Error> {
+pub async fn save(tx: &mut PgConnection, workspace_id: Uuid, saved: Saved<'_>) -> Result<StoredSettings, sqlx::Error> {
+    let Saved { enabled, url, events, secret, max_per_second } = saved;
     let (sealed, last4) = match &secret {
         Some(s) => (Some(s.sealed.as_slice()), Some(s.last4.as_str())),
         None => (None, None),
@@ -97,6 +104,7 @@ pub async fn save(
              secret_sealed = coalesce($5, secret_sealed),
              secret_last4 = coalesce($6, secret_last4),
              disabled_reason = CASE WHEN $2 THEN NULL ELSE disabled_reason END,
+             max_per_second = $7,
              updated_at = now()
          WHERE workspace_id = $1",
         workspace_id,
@@ -104,7 +112,8 @@ pub async fn save(
         url,
         events,
         sealed,
-        last4
+        last4,
+        max_per_second
     )
     .execute(&mut *tx)
     .await?;

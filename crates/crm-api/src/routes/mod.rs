@@ -42,6 +42,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::list)))
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::get)))
         .routes(workspace::<can::Redeliver>(routes!(deliveries::redeliver)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::health)))
         .routes(routes!(openapi))
 }
 

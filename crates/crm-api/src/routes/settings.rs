@@ -48,6 +48,9 @@ pub struct SettingsView {
     #[serde(serialize_with = "crate::json::opt_timestamp")]
     #[schema(required = true)]
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// The most requests per second sent to the URL, shared by the workers; null: no cap.
+    #[schema(required = true)]
+    max_per_second: Option<f64>,
 }
 
 impl From<StoredSettings> for SettingsView {
@@ -61,6 +64,7 @@ impl From<StoredSettings> for SettingsView {
             updated_at: s.updated_at,
             disabled_reason: s.disabled_reason,
             previous_secret_expires_at: s.previous_secret_expires_at,
+            max_per_second: s.max_per_second,
         }
     }
 }

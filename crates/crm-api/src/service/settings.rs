@@ -5,7 +5,7 @@
 use crate::domain::settings::{last4, SettingsUpdate};
 use crate::error::ApiResult;
 use crate::repo::outbox::NewEvent;
-use crate::repo::settings::{self, NewSecret, StoredSettings};
+use crate::repo::settings::{self, NewSecret, Saved, StoredSettings};
 use crate::repo::{deliveries, outbox};
 use crate::state::AppState;
 use secrecy::SecretString;
@@ -22,8 +22,14 @@ pub async fn save(state: &AppState, workspace_id: Uuid, update: SettingsUpdate) 
     let current = settings::lock(&mut tx, workspace_id).await?;
     update.check_complete(current.secret_sealed.is_some())?;
     let secret = update.secret.as_ref().map(|s| sealed(state, workspace_id, s));
-    let saved =
-        settings::save(&mut tx, workspace_id, update.enabled, update.url.as_deref(), &update.events, secret).await?;
+    let write = Saved {
+        enabled: update.enabled,
+        url: update.url.as_deref(),
+        events: &update.events,
+        secret,
+        max_per_second: update.max_per_second,
+    };
+    let saved = settings::save(&mut tx, workspace_id, write).await?;
     tx.commit().await?;
     tracing::info!(enabled = saved.enabled, "webhook settings saved");
     Ok(saved)
@@ -36,7 +42,14 @@ pub async fn generate_secret(state: &AppState, workspace_id: Uuid) -> ApiResult<
     let mut tx = state.pool.begin().await?;
     let current = settings::lock(&mut tx, workspace_id).await?;
     let new = sealed(state, workspace_id, &secret);
-    settings::save(&mut tx, workspace_id, current.enabled, current.url.as_deref(), &current.events, Some(new)).await?;
+    let write = Saved {
+        enabled: current.enabled,
+        url: current.url.as_deref(),
+        events: &current.events,
+        secret: Some(new),
+        max_per_second: current.max_per_second,
+    };
+    settings::save(&mut tx, workspace_id, write).await?;
     tx.commit().await?;
     tracing::info!("webhook secret generated");
     Ok(secret)

@@ -143,16 +143,10 @@ async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
     let log_dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir)?;
     let concurrency = args.worker_concurrency.unwrap_or(if args.receiver_delay_ms > 0 { 256 } else { 64 });
-    // The per-workspace cap may not exceed the process's (the worker refuses such a configuration).
-    let workspace_concurrency = concurrency.min(32).to_string();
     let concurrency = concurrency.to_string();
     let spec = StackSpec {
         workers: args.workers,
-        env: vec![
-            ("WORKER_CONCURRENCY".into(), concurrency),
-            ("WORKER_WORKSPACE_CONCURRENCY".into(), workspace_concurrency),
-            ("CRM_DB_MAX_CONNECTIONS".into(), "32".into()),
-        ],
+        env: vec![("WORKER_CONCURRENCY".into(), concurrency), ("CRM_DB_MAX_CONNECTIONS".into(), "32".into())],
         log_dir,
         ..Default::default()
     };
