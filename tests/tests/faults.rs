@@ -4,8 +4,9 @@
 //! the machine's shared services are never disturbed.
 
 use crm_bench::ledger::{Ledger, Phase, Report};
-use crm_bench::load::{Generator, Target};
+use crm_bench::load::Generator;
 use crm_bench::receiver::{Behaviour, BenchReceiver};
+use crm_bench::scenario::Scenario;
 use crm_bench::stack::{Stack, StackSpec};
 use crm_tests::NatsServer;
 use crm_tests::PgCluster;
@@ -51,14 +52,9 @@ struct Run {
 async fn prepare(stack: &Stack, behaviour: Behaviour, workspaces: usize) -> Run {
     let ledger = Arc::new(Ledger::default());
     let receiver = BenchReceiver::start(ledger.clone(), behaviour).await.expect("receiver");
-    let targets = stack
-        .workspaces(workspaces, &receiver.url())
-        .await
-        .expect("workspaces")
-        .into_iter()
-        .map(|(ws, token)| Target::new(ws, token))
-        .collect();
-    let generator = Arc::new(Generator::new(&stack.api_url, targets, ledger.clone()).expect("generator"));
+    let targets = stack.targets(Scenario::Uniform, workspaces, &receiver).await.expect("workspaces");
+    let generator =
+        Arc::new(Generator::new(&stack.api_url, targets, ledger.clone(), Scenario::Uniform).expect("generator"));
     Run { ledger, receiver, generator }
 }
 

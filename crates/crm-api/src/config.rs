@@ -29,6 +29,9 @@ pub struct ApiConfig {
     /// `CRM_DELIVERY_RETENTION_DAYS` (default 30, 1 to 3650): ended deliveries last updated longer ago than this
     /// are pruned from the delivery log (see [`crate::retention`]).
     pub delivery_retention: Duration,
+    /// `CRM_API_WRITERS` (default 2, 1 to 16): writer tasks committing batches of row changes; with two, one
+    /// batch gathers while the other commits.
+    pub writers: usize,
     pub relay: RelayConfig,
 }
 
@@ -78,6 +81,10 @@ impl ApiConfig {
                 return Err(ConfigError::invalid(name, "must be at least 1 millisecond"));
             }
         }
+        let writers: usize = env.parse_or("CRM_API_WRITERS", 2, "a number from 1 to 16")?;
+        if !(1..=16).contains(&writers) {
+            return Err(ConfigError::invalid("CRM_API_WRITERS", "must be from 1 to 16"));
+        }
         let retention_days: u64 =
             env.parse_or("CRM_DELIVERY_RETENTION_DAYS", 30, "a whole number of days from 1 to 3650")?;
         if !(1..=3650).contains(&retention_days) {
@@ -93,6 +100,7 @@ impl ApiConfig {
             admin_token,
             migrate_on_start: env.bool_or("CRM_MIGRATE_ON_START", true)?,
             db_max_connections,
+            writers,
             relay: RelayConfig { batch_size, poll_interval: env.millis_or("CRM_RELAY_POLL_MS", 1000)? },
         })
     }

@@ -13,8 +13,9 @@
 //! re-drive (`/admin/outbox/parked`); the batch goes on without it. The API's row caps keep events far below the
 //! default 1 MiB limit, so this only happens on a server configured with a small one.
 //!
-//! It wakes on the `crm_outbox` notification that every outbox insert sends at commit, and polls as a fallback
-//! for notifications missed while its listening connection was down.
+//! It wakes when this process's writers commit events (in-process, no round trip), on the `crm_outbox`
+//! notification that the rare other writers of the outbox send (a test event, a redelivery, a re-driven parked
+//! event, another replica's events while its own relay is away), and polls as a fallback.
 
 use crate::metrics::ApiMetrics;
 use crate::repo::outbox::{self, Pending};
@@ -83,8 +84,8 @@ impl Relay {
     }
 
     /// Runs until `shutdown`; the pass in progress completes first, so a graceful stop leaves nothing half done.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let wake = Arc::new(Notify::new());
+    /// `wake` is how this process's writers say they committed events.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
         // Every notification, and every (re)connection of the listener (which may have missed some), wakes the relay.
         let listener = {
             let (pool, wake, shutdown) = (self.pool.clone(), wake.clone(), shutdown.clone());

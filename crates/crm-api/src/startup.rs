@@ -5,14 +5,17 @@ use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
 use crate::relay::Relay;
 use crate::routes;
+use crate::service::writer::Writer;
 use crate::state::AppState;
 use anyhow::Context as _;
 use axum::{middleware, Router};
 use secrecy::ExposeSecret;
 use service_common::db::Heard;
 use service_common::{db, health, metrics::track_http, nats};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub struct Application {
@@ -20,6 +23,7 @@ pub struct Application {
     port: u16,
     router: Router,
     relay: Relay,
+    relay_wake: Arc<Notify>,
     state: AppState,
     stream_config: async_nats::jetstream::stream::Config,
     js: async_nats::jetstream::Context,
@@ -38,15 +42,19 @@ impl Application {
         let client = nats::connect(&config.common.nats_url, "crm-api").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = ApiMetrics::new();
+        let relay_wake = Arc::new(Notify::new());
+        let subjects = config.common.subjects();
+        let writer = Writer::spawn(pool.clone(), subjects.clone(), relay_wake.clone(), config.writers);
         let state = AppState {
             pool: pool.clone(),
             keyring: config.common.secret_keys.clone(),
             egress: config.common.egress.clone(),
-            subjects: config.common.subjects(),
+            subjects,
             admin_token_hash: config.admin_token.as_ref().map(|t| crate::auth::hash_token(t.expose_secret())),
             metrics: metrics.clone(),
             tokens: crate::auth::TokenCache::default(),
             body_read_timeout: config.body_read_timeout,
+            writer,
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
@@ -71,6 +79,7 @@ impl Application {
             port,
             router,
             relay,
+            relay_wake,
             state,
             stream_config,
             js,
@@ -91,7 +100,8 @@ impl Application {
     /// pass, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "crm-api listening");
-        let relay_task = tokio::spawn(run_relay(self.js, self.stream_config, self.relay, shutdown.clone()));
+        let relay_task =
+            tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.relay_wake, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
@@ -109,6 +119,7 @@ async fn run_relay(
     js: async_nats::jetstream::Context,
     stream: async_nats::jetstream::stream::Config,
     relay: Relay,
+    wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = service_common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -123,7 +134,7 @@ async fn run_relay(
             }
         }
     }
-    relay.run(shutdown).await;
+    relay.run(wake, shutdown).await;
 }
 
 /// Periodic clean-up: idempotency keys older than a day, and ended deliveries older than the delivery retention.

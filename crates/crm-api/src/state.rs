@@ -18,4 +18,6 @@ pub struct AppState {
     pub tokens: crate::auth::TokenCache,
     /// How long a client may take to send a request body (`CRM_API_BODY_TIMEOUT_MS`).
     pub body_read_timeout: std::time::Duration,
+    /// Commits row changes, many together.
+    pub writer: crate::service::writer::Writer,
 }

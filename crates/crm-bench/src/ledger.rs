@@ -2,9 +2,11 @@
 //! two. An event is keyed by (row id, row version): the API response names it and so does the webhook body, and
 //! each accepted change has its own version.
 //!
-//! `accepted = delivered + missing` holds by construction; duplicates (a key received more than once) are
-//! counted apart, since at-least-once delivery allows them.
+//! `accepted = delivered + missing (+ the events of a hanging endpoint, which are not expected)` holds by
+//! construction; duplicates (a key received more than once) are counted apart, since at-least-once delivery
+//! allows them.
 
+use crate::scenario::Class;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ pub enum Phase {
 
 #[derive(Default)]
 struct Inner {
-    accepted: HashMap<Key, (Instant, Phase)>,
+    accepted: HashMap<Key, (Instant, Phase, Class)>,
     received: HashMap<Key, (Instant, u32)>,
     total_received: u64,
 }
@@ -38,9 +40,14 @@ pub struct Report {
     pub delivered: u64,
     pub missing: u64,
     pub duplicates: u64,
-    /// Steady-phase end-to-end latencies (first receipt minus scheduled time), sorted.
+    /// Steady-phase end-to-end latencies (first receipt minus scheduled time), sorted, of the events expected
+    /// to arrive (not those of a hanging endpoint).
     pub e2e: Vec<Duration>,
+    /// The same by workspace class, sorted.
+    pub e2e_by_class: HashMap<Class, Vec<Duration>>,
     pub steady_accepted: u64,
+    /// Accepted events of a hanging endpoint's workspace: not expected, not counted as missing.
+    pub hanging: u64,
 }
 
 impl Ledger {
@@ -48,9 +55,9 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The API accepted a change scheduled at `scheduled`.
-    pub fn accept(&self, key: Key, scheduled: Instant, phase: Phase) {
-        self.lock().accepted.insert(key, (scheduled, phase));
+    /// The API accepted a change scheduled at `scheduled`, of a workspace of `class`.
+    pub fn accept(&self, key: Key, scheduled: Instant, phase: Phase, class: Class) {
+        self.lock().accepted.insert(key, (scheduled, phase, class));
     }
 
     /// The receiver got a webhook for `key` at `at`.
@@ -64,10 +71,10 @@ impl Ledger {
         self.lock().accepted.len() as u64
     }
 
-    /// Accepted events not yet received.
+    /// Accepted events not yet received (of the workspaces whose events are expected).
     pub fn outstanding(&self) -> u64 {
         let inner = self.lock();
-        inner.accepted.keys().filter(|k| !inner.received.contains_key(k)).count() as u64
+        inner.accepted.iter().filter(|(k, v)| v.2 != Class::Hanging && !inner.received.contains_key(k)).count() as u64
     }
 
     /// Webhooks whose first receipt fell inside `[from, to)`: the delivered throughput of a window.
@@ -78,22 +85,29 @@ impl Ledger {
     pub fn report(&self) -> Report {
         let inner = self.lock();
         let mut report = Report { accepted: inner.accepted.len() as u64, ..Default::default() };
-        for (key, (scheduled, phase)) in &inner.accepted {
+        for (key, (scheduled, phase, class)) in &inner.accepted {
+            if *phase == Phase::Steady {
+                report.steady_accepted += 1;
+            }
+            if *class == Class::Hanging {
+                report.hanging += 1;
+                continue;
+            }
             match inner.received.get(key) {
                 Some((first, _)) => {
                     report.delivered += 1;
                     if *phase == Phase::Steady {
-                        report.e2e.push(first.saturating_duration_since(*scheduled));
+                        let e2e = first.saturating_duration_since(*scheduled);
+                        report.e2e.push(e2e);
+                        report.e2e_by_class.entry(*class).or_default().push(e2e);
                     }
                 }
                 None => report.missing += 1,
             }
-            if *phase == Phase::Steady {
-                report.steady_accepted += 1;
-            }
         }
         report.duplicates = inner.received.values().map(|(_, n)| u64::from(n.saturating_sub(1))).sum();
         report.e2e.sort_unstable();
+        report.e2e_by_class.values_mut().for_each(|v| v.sort_unstable());
         report
     }
 }
@@ -117,17 +131,19 @@ mod tests {
         let t0 = Instant::now();
         let keys: Vec<Key> = (0..4).map(|v| (Uuid::nil(), v)).collect();
         for k in &keys {
-            ledger.accept(*k, t0, Phase::Steady);
+            ledger.accept(*k, t0, Phase::Steady, Class::Small);
         }
         ledger.receive(keys[0], t0 + Duration::from_millis(5));
         ledger.receive(keys[0], t0 + Duration::from_millis(9));
         ledger.receive(keys[1], t0 + Duration::from_millis(7));
         // A receipt that arrives before the API response was processed still counts.
         ledger.receive((Uuid::max(), 1), t0);
-        ledger.accept((Uuid::max(), 1), t0, Phase::Warmup);
+        ledger.accept((Uuid::max(), 1), t0, Phase::Warmup, Class::Hot);
+        // A hanging endpoint's event is neither delivered nor missing.
+        ledger.accept((Uuid::max(), 2), t0, Phase::Steady, Class::Hanging);
         let r = ledger.report();
-        assert_eq!((r.accepted, r.delivered, r.missing, r.duplicates), (5, 3, 2, 1));
-        assert_eq!(r.accepted, r.delivered + r.missing);
+        assert_eq!((r.accepted, r.delivered, r.missing, r.duplicates, r.hanging), (6, 3, 2, 1, 1));
+        assert_eq!(r.accepted, r.delivered + r.missing + r.hanging);
         assert_eq!(r.e2e, vec![Duration::from_millis(5), Duration::from_millis(7)]);
         assert_eq!(ledger.outstanding(), 2);
     }

@@ -9,5 +9,6 @@
 pub mod ledger;
 pub mod load;
 pub mod receiver;
+pub mod scenario;
 pub mod sink;
 pub mod stack;

@@ -6,6 +6,7 @@
 //! known leads (a row updated, trigger `lead_interest`), and cell edits through PATCH (trigger `crm_edit`).
 
 use crate::ledger::{Ledger, Phase};
+use crate::scenario::{Class, Scenario};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,14 +15,15 @@ use uuid::Uuid;
 /// One workspace the generator writes to.
 pub struct Target {
     pub workspace_id: Uuid,
+    pub class: Class,
     pub token: String,
     /// Rows known to exist: (id, email).
     rows: Mutex<Vec<(Uuid, String)>>,
 }
 
 impl Target {
-    pub fn new(workspace_id: Uuid, token: String) -> Self {
-        Target { workspace_id, token, rows: Mutex::new(Vec::new()) }
+    pub fn new(workspace_id: Uuid, token: String, class: Class) -> Self {
+        Target { workspace_id, class, token, rows: Mutex::new(Vec::new()) }
     }
 
     fn pick(&self, n: u64) -> Option<(Uuid, String)> {
@@ -58,10 +60,11 @@ pub struct Generator {
     pub stats: Arc<LoadStats>,
     counter: Arc<AtomicU64>,
     run: String,
+    scenario: Scenario,
 }
 
 impl Generator {
-    pub fn new(api_url: &str, targets: Vec<Target>, ledger: Arc<Ledger>) -> anyhow::Result<Self> {
+    pub fn new(api_url: &str, targets: Vec<Target>, ledger: Arc<Ledger>, scenario: Scenario) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1024)
@@ -76,6 +79,7 @@ impl Generator {
             stats: Arc::default(),
             counter: Arc::default(),
             run: Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            scenario,
         })
     }
 
@@ -100,6 +104,7 @@ impl Generator {
                 ledger: self.ledger.clone(),
                 stats: self.stats.clone(),
                 run: self.run.clone(),
+                scenario: self.scenario,
             };
             let scheduled = scheduled.into_std();
             tasks.spawn(async move { request.send(n, scheduled, phase).await });
@@ -116,12 +121,14 @@ struct Request {
     ledger: Arc<Ledger>,
     stats: Arc<LoadStats>,
     run: String,
+    scenario: Scenario,
 }
 
 impl Request {
     async fn send(self, n: u64, scheduled: Instant, phase: Phase) {
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        let target = &self.targets[(n as usize) % self.targets.len()];
+        let classes: Vec<Class> = self.targets.iter().map(|t| t.class).collect();
+        let target = &self.targets[self.scenario.pick(n, &classes)];
         let ws = target.workspace_id;
         // 50% new leads, 25% repeat interest, 25% cell edits (once the workspace has rows).
         let kind = n % 4;
@@ -156,7 +163,7 @@ impl Request {
             return;
         };
         self.stats.ok.fetch_add(1, Ordering::Relaxed);
-        self.ledger.accept((id, version), scheduled, phase);
+        self.ledger.accept((id, version), scheduled, phase, target.class);
         if version == 1 {
             target.remember(id, row["email"].as_str().unwrap_or_default().to_owned());
         }

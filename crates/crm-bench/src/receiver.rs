@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util_like::Shutdown;
 
+/// The path that never answers.
+const HANG_PATH: &str = "/hang";
+
 /// How the receiver answers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Behaviour {
@@ -51,13 +54,22 @@ impl BenchReceiver {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
+    /// An endpoint of this receiver that never answers.
+    pub fn hanging_url(&self) -> String {
+        format!("http://127.0.0.1:{}{HANG_PATH}", self.port)
+    }
+
     pub fn stop(&self) {
         self.shutdown.trigger();
     }
 }
 
-async fn receive(State(ctx): State<Ctx>, body: Bytes) -> StatusCode {
+async fn receive(State(ctx): State<Ctx>, uri: axum::http::Uri, body: Bytes) -> StatusCode {
     let n = ctx.requests.fetch_add(1, Ordering::Relaxed);
+    if uri.path() == HANG_PATH {
+        // An endpoint that never answers: the worker's timeout ends the request.
+        std::future::pending::<()>().await;
+    }
     if !ctx.behaviour.delay.is_zero() {
         tokio::time::sleep(ctx.behaviour.delay).await;
     }

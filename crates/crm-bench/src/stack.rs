@@ -328,10 +328,33 @@ impl Stack {
     }
 
     /// Creates `n` workspaces, each with an editor-capable admin token and its webhook pointed at `url`.
-    pub async fn workspaces(&self, n: usize, url: &str) -> anyhow::Result<Vec<(Uuid, String)>> {
+    /// The workspaces of `scenario` (`n` of them), their webhooks pointed at `receiver` (the hanging one at its
+    /// endpoint that never answers).
+    pub async fn targets(
+        &self,
+        scenario: crate::scenario::Scenario,
+        n: usize,
+        receiver: &crate::receiver::BenchReceiver,
+    ) -> anyhow::Result<Vec<crate::load::Target>> {
+        use crate::scenario::Class;
+        let classes = scenario.classes(n);
+        let urls: Vec<String> = classes
+            .iter()
+            .map(|c| if *c == Class::Hanging { receiver.hanging_url() } else { receiver.url() })
+            .collect();
+        let created = self.workspaces(&urls).await?;
+        Ok(created
+            .into_iter()
+            .zip(classes)
+            .map(|((ws, token), class)| crate::load::Target::new(ws, token, class))
+            .collect())
+    }
+
+    /// Creates a workspace per URL, each with an admin token and its webhook pointed at that URL.
+    pub async fn workspaces(&self, urls: &[String]) -> anyhow::Result<Vec<(Uuid, String)>> {
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut out = Vec::with_capacity(urls.len());
+        for (i, url) in urls.iter().enumerate() {
             let ws: serde_json::Value = client
                 .post(format!("{}/admin/workspaces", self.api_url))
                 .bearer_auth(ADMIN_TOKEN)

@@ -11,6 +11,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serializer;
 
+pub mod columns;
 pub mod payload;
 pub mod row;
 pub mod schema;

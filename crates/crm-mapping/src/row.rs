@@ -1,12 +1,13 @@
 //! The CRM row: its Rust type and its field list, both written out once, in [`crm_row!`] below.
 //!
 //! Every other place that knows a row's fields derives them from here rather than repeating them: the row's SQL
-//! (written and read as JSON through the table's own record type, so no column list is spelled out), the `PATCH`
+//! (its column list built from [`FIELDS`], its values read and written through [`crate::columns`]), the `PATCH`
 //! body and the lead fields the API accepts, the JSON Schema of the row in the OpenAPI document and in
 //! `proto-schemas/`, and the sheet's columns in the console. Adding a field is one line below plus a migration
 //! that adds the column; tests fail where a copy that cannot be derived (a migration, a stored schema file)
 //! disagrees.
 
+use crate::columns::{Column, ColumnSink, ColumnSource};
 use crate::PipelineStage;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,8 @@ impl Field {
     }
 }
 
-/// Defines [`CrmRow`], [`FIELDS`], [`ROW_FIELDS`], [`CrmRow::blank`] and [`CrmRow::set`] from one list: each entry
+/// Defines [`CrmRow`], [`FIELDS`], [`ROW_FIELDS`], [`CrmRow::blank`], [`CrmRow::set`] and the row's columns
+/// ([`CrmRow::read_columns`], [`CrmRow::write_columns`]) from one list: each entry
 /// is the struct field (with its serde attributes), its value in a new row, and its [`Field`] description, so none
 /// of them can disagree with another.
 macro_rules! crm_row {
@@ -129,6 +131,21 @@ macro_rules! crm_row {
             /// zero, stage `new`, no custom fields).
             pub fn blank($($param: $pty),*) -> CrmRow {
                 CrmRow { $( $name: $default, )+ }
+            }
+
+            /// Reads a stored row, one column per field in [`FIELDS`] order.
+            pub fn read_columns<S: ColumnSource>(source: &S) -> Result<CrmRow, S::Error> {
+                let mut index = 0usize;
+                $( let $name = Column::read(source, index)?; index += 1; )+
+                let _ = index;
+                Ok(CrmRow { $( $name, )+ })
+            }
+
+            /// Writes the row to be stored, one column per field in [`FIELDS`] order.
+            pub fn write_columns<K: ColumnSink>(&self, sink: &mut K) {
+                let mut index = 0usize;
+                $( Column::write(&self.$name, sink, index); index += 1; )+
+                let _ = index;
             }
 
             /// Sets the field called `name` from its JSON value (as [`CrmRow::to_json`] shows it).

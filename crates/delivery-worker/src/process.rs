@@ -21,7 +21,7 @@ use crate::retry::{Decision, RetryPolicy};
 use crate::scheduler::Feedback;
 use crate::sender::{SendOutcome, Sender};
 use crate::settings::{SettingsCache, Webhook};
-use crate::store::{self, AttemptRecord, Claim, RecordError, Recorder, SkipRecord, Skipper};
+use crate::store::{self, AttemptRecord, Claim, ClaimRequest, Claimer, RecordError, Recorder, SkipRecord, Skipper};
 use async_nats::jetstream::{self, AckKind};
 use chrono::{DateTime, Utc};
 use crm_db::{DeliveryStatus, SkipReason};
@@ -49,6 +49,8 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Writes skips in batches, durably.
     pub skipper: Skipper,
+    /// Claims deliveries in batches.
+    pub claimer: Claimer,
     pub settings: SettingsCache,
     pub sender: Sender,
     pub retry: RetryPolicy,
@@ -195,7 +197,7 @@ struct Claimed {
 
 /// Step 4: the send-log guard. An ended delivery is acked unsent; one another worker is sending is handed back.
 async fn claim(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Claimed, Verdict> {
-    match store::claim(&ctx.fast_pool, event, raw, ctx.lease).await {
+    match ctx.claimer.claim(ClaimRequest { event: event.clone(), raw: raw.to_vec() }).await {
         Ok(Claim::Ready { attempts, budget_start }) => {
             let attempt = attempts.saturating_add(1);
             Ok(Claimed { attempt, budget_attempt: u32::try_from(attempt - budget_start).unwrap_or(1).max(1) })

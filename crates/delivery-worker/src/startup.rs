@@ -59,9 +59,10 @@ impl Worker {
         let settings = SettingsCache::new(pool.clone(), config.common.secret_keys.clone());
         let ctx = Arc::new(Ctx {
             pool: pool.clone(),
-            fast_pool,
+            fast_pool: fast_pool.clone(),
             recorder: crate::store::Recorder::spawn(pool.clone()),
             skipper: crate::store::Skipper::spawn(pool.clone()),
+            claimer: crate::store::Claimer::spawn(fast_pool.clone(), config.timeout + Duration::from_secs(2)),
             settings: settings.clone(),
             sender,
             retry: config.retry,

@@ -56,8 +56,8 @@ async fn two_busy_workspaces_share_the_worker_evenly() {
 
 #[tokio::test]
 async fn the_limit_shrinks_for_a_slow_endpoint_and_grows_for_a_fast_one() {
-    let p = Pipeline::spawn_with(spec(
-        1,
+    let mut p = Pipeline::spawn_with(spec(
+        0,
         &[("WORKER_CONCURRENCY", "32"), ("CRM_WEBHOOK_TIMEOUT_MS", "300"), ("CRM_ENDPOINT_PAUSE_AFTER", "1000")],
     ))
     .await;
@@ -68,6 +68,9 @@ async fn the_limit_shrinks_for_a_slow_endpoint_and_grows_for_a_fast_one() {
     p.receiver.default_reply(Reply::status(200).delay(Duration::from_millis(20)));
     interests(&p, ws_slow, &token_slow, "slow", 20).await;
     interests(&p, ws_fast, &token_fast, "fast", 150).await;
+    // Both have work waiting when the worker starts, so each endpoint's limit is put to use.
+    stream_holds(&p, 170).await;
+    p.add_worker().await;
     let worker = &p.workers[0];
     let limit = |ws: Uuid| format!("webhook_endpoint_concurrency_limit{{workspace_id=\"{ws}\"}}");
     crm_tests::eventually(Duration::from_secs(30), || async {

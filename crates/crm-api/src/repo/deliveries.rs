@@ -132,6 +132,37 @@ pub async fn create_pending(conn: &mut PgConnection, event: &RowChangedEvent) ->
     Ok(())
 }
 
+/// Records the deliveries of events as pending when the events are committed, many in one statement: the worker
+/// then finds each delivery there and its first touch of the database is an update.
+pub async fn create_pending_many(
+    conn: &mut PgConnection,
+    events: &[(&RowChangedEvent, &[u8])],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.id).collect();
+    let workspaces: Vec<Uuid> = events.iter().map(|(e, _)| e.workspace_id).collect();
+    let types: Vec<&str> = events.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    let rows: Vec<Option<Uuid>> = events.iter().map(|(e, _)| e.row.as_ref().map(|r| r.id)).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|(_, body)| *body).collect();
+    sqlx::query!(
+        "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event)
+         SELECT id, ws, ty, row_id, $6, event
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bytea[]) AS t(id, ws, ty, row_id, event)
+         ON CONFLICT (id) DO NOTHING",
+        &ids,
+        &workspaces,
+        &types as &[&str],
+        &rows as &[Option<Uuid>],
+        &bodies as &[&[u8]],
+        DeliveryStatus::Pending.as_str()
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A delivery's status and stored event, locked for the caller's transaction.
 pub async fn lock(
     tx: &mut PgConnection,

@@ -20,55 +20,76 @@ pub fn request_hash(body: &[u8]) -> Vec<u8> {
     Sha256::digest(body).to_vec()
 }
 
-/// Claims `key` for this request. `None`: the key is new and now ours (within this transaction). `Some`: an
-/// earlier request used it.
-pub async fn claim(
+/// Claims many keys in one statement; returns those that were new (and are now this transaction's). A key
+/// another transaction is claiming right now waits for it to end.
+pub async fn claim_many(
     tx: &mut PgConnection,
-    workspace_id: Uuid,
-    key: &str,
-    hash: &[u8],
-) -> Result<Option<Stored>, sqlx::Error> {
-    let inserted = sqlx::query!(
-        "INSERT INTO idempotency_keys (workspace_id, key, request_hash) VALUES ($1, $2, $3)
-         ON CONFLICT (workspace_id, key) DO NOTHING",
-        workspace_id,
-        key,
-        hash
+    keys: &[(Uuid, &str, &[u8])],
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let workspaces: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let hashes: Vec<&[u8]> = keys.iter().map(|k| k.2).collect();
+    let claimed = sqlx::query!(
+        "INSERT INTO idempotency_keys (workspace_id, key, request_hash)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])
+         ON CONFLICT (workspace_id, key) DO NOTHING
+         RETURNING workspace_id, key",
+        &workspaces,
+        &names as &[&str],
+        &hashes as &[&[u8]]
     )
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(None);
-    }
-    let row = sqlx::query!(
-        "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE workspace_id = $1 AND key = $2",
-        workspace_id,
-        key
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Some(Stored {
-        request_hash: row.request_hash,
-        status: row.status_code.unwrap_or(200) as u16,
-        body: row.response_body.unwrap_or_default(),
-    }))
+    Ok(claimed.into_iter().map(|r| (r.workspace_id, r.key)).collect())
 }
 
-pub async fn complete(
+/// What earlier requests stored under these keys.
+pub async fn stored_many(
     tx: &mut PgConnection,
-    workspace_id: Uuid,
-    key: &str,
-    status: u16,
-    body: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE idempotency_keys SET status_code = $3, response_body = $4 WHERE workspace_id = $1 AND key = $2",
-        workspace_id,
-        key,
-        status as i16,
-        body
+    keys: &[(Uuid, &str)],
+) -> Result<Vec<(Uuid, String, Stored)>, sqlx::Error> {
+    let workspaces: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let rows = sqlx::query!(
+        "SELECT i.workspace_id, i.key, i.request_hash, i.status_code, i.response_body
+           FROM idempotency_keys i JOIN unnest($1::uuid[], $2::text[]) AS t(ws, k) ON i.workspace_id = t.ws AND i.key = t.k",
+        &workspaces,
+        &names as &[&str]
     )
-    .execute(tx)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let stored = Stored {
+                request_hash: r.request_hash,
+                status: r.status_code.unwrap_or(200) as u16,
+                body: r.response_body.unwrap_or_default(),
+            };
+            (r.workspace_id, r.key, stored)
+        })
+        .collect())
+}
+
+/// Stores the responses of the requests that claimed these keys.
+pub async fn complete_many(tx: &mut PgConnection, done: &[(Uuid, &str, u16, &[u8])]) -> Result<(), sqlx::Error> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let workspaces: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let names: Vec<&str> = done.iter().map(|d| d.1).collect();
+    let statuses: Vec<i16> = done.iter().map(|d| d.2 as i16).collect();
+    let bodies: Vec<&[u8]> = done.iter().map(|d| d.3).collect();
+    sqlx::query!(
+        "UPDATE idempotency_keys i SET status_code = t.status, response_body = t.body
+           FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::bytea[]) AS t(ws, k, status, body)
+          WHERE i.workspace_id = t.ws AND i.key = t.k",
+        &workspaces,
+        &names as &[&str],
+        &statuses,
+        &bodies as &[&[u8]]
+    )
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

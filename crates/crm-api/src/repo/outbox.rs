@@ -55,6 +55,35 @@ pub async fn enqueue(conn: &mut PgConnection, event: &NewEvent<'_>) -> Result<()
     Ok(())
 }
 
+/// Wakes the relays (at commit of the caller's transaction) for events written outside crm-api's writers.
+pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify($1, '') AS notified", crm_db::Channel::Outbox.name()).fetch_one(conn).await?;
+    Ok(())
+}
+
+/// Adds many events to the outbox in one statement, inside the caller's transaction.
+pub async fn enqueue_many(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.msg_id).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let headers: Vec<serde_json::Value> =
+        events.iter().map(|e| serde_json::to_value(e.headers).unwrap_or_default()).collect();
+    sqlx::query!(
+        "INSERT INTO outbox (msg_id, subject, payload, headers)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::jsonb[])",
+        &ids,
+        &subjects as &[&str],
+        &payloads as &[&[u8]],
+        &headers
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Takes up to `limit` unpublished events, oldest first, skipping rows another relay holds: they are deleted
 /// in the caller's transaction and come back if it rolls back (a failed publish, a crash), so taking them and
 /// marking them sent is one statement. Committing the transaction is the mark.
@@ -131,15 +160,20 @@ pub async fn list_parked(db: &sqlx::PgPool, after_seq: i64, limit: i64) -> Resul
 /// Puts a parked event back into the outbox (at the end of the queue) for the relay to try again. Returns
 /// whether it was parked.
 pub async fn redrive(db: &sqlx::PgPool, seq: i64) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
     let moved = sqlx::query!(
         "WITH gone AS (DELETE FROM outbox_parked WHERE seq = $1 RETURNING msg_id, subject, payload, headers, created_at)
          INSERT INTO outbox (msg_id, subject, payload, headers, created_at)
          SELECT msg_id, subject, payload, headers, created_at FROM gone",
         seq
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    if moved > 0 {
+        notify(&mut tx).await?;
+    }
+    tx.commit().await?;
     Ok(moved > 0)
 }
 

@@ -1,84 +1,235 @@
 //! SQL of `crm_rows`.
 //!
-//! A row crosses the boundary as JSON in the shape of [`CrmRow`]: read with `crm_row_json(r)` and written with
-//! `jsonb_populate_record(NULL::crm_rows, …)`, so no statement here lists the row's columns and a field added to
-//! the row (and its column, by a migration) needs no change here. A write changes the row and enqueues its event
-//! in one statement: atomic without an explicit transaction, and one round trip.
+//! No statement here spells out the row's columns: the column list, the array types of a multi-row write and the
+//! values are all derived from `crm-mapping`'s field list ([`crm_mapping::FIELDS`], read and written through
+//! `CrmRow::read_columns` / `write_columns`). Writes take many rows at once (`unnest` of one array per column),
+//! so a batch of changes costs one statement per kind, not one per row.
 
-use super::outbox::NewEvent;
-use crm_mapping::{CrmRow, PipelineStage, FIELDS};
+use crm_mapping::columns::{ColumnSink, ColumnSource};
+use crm_mapping::{CrmRow, Kind, PipelineStage, FIELDS};
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use std::sync::LazyLock;
 use uuid::Uuid;
 
+/// The PostgreSQL type a field's values travel as.
+fn array_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Uuid => "uuid[]",
+        Kind::Integer { .. } => "int8[]",
+        Kind::Timestamp => "timestamptz[]",
+        Kind::Object => "jsonb[]",
+        // The decimal travels as text and is cast to its numeric column.
+        _ => "text[]",
+    }
+}
+
+/// The select list: every column in field order, the decimal as its text (numeric keeps the scale it was given).
+static SELECT_LIST: LazyLock<String> = LazyLock::new(|| {
+    FIELDS
+        .iter()
+        .map(|f| if f.kind == Kind::Decimal { format!("{0}::text AS {0}", f.name) } else { f.name.to_owned() })
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// `unnest($1::uuid[], …) AS t(id, …)`: one array parameter per column, then the `extra` ones (name, array type).
+fn unnest(extra: &[(&str, &str)]) -> String {
+    let mut arrays: Vec<String> = FIELDS.iter().map(|f| array_type(f.kind).to_owned()).collect();
+    let mut names: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+    for (name, ty) in extra {
+        arrays.push((*ty).to_owned());
+        names.push(name);
+    }
+    let params: Vec<String> = arrays.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", i + 1)).collect();
+    format!("unnest({}) AS t({})", params.join(", "), names.join(", "))
+}
+
+/// `t.col` for every column, the decimal cast back to numeric.
+fn from_t() -> String {
+    FIELDS
+        .iter()
+        .map(|f| if f.kind == Kind::Decimal { format!("t.{}::numeric", f.name) } else { format!("t.{}", f.name) })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Inserts rows (`$1`.. one array per column); a row whose email the workspace has already is left out. Returns
+/// the ids inserted.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+    format!(
+        "INSERT INTO crm_rows ({}) SELECT {} FROM {} ON CONFLICT (workspace_id, lower(email)) DO NOTHING RETURNING id",
+        columns.join(", "),
+        from_t(),
+        unnest(&[])
+    )
+});
+
+/// Writes rows' new states (one array per column, then the versions they must still be at). Every column but the
+/// identity. Returns the ids written.
+static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    let set = FIELDS
+        .iter()
+        .filter(|f| !matches!(f.name, "id" | "workspace_id" | "created_at"))
+        .map(|f| {
+            if f.kind == Kind::Decimal {
+                format!("{0} = t.{0}::numeric", f.name)
+            } else {
+                format!("{0} = t.{0}", f.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE crm_rows r SET {set} FROM {}
+          WHERE r.id = t.id AND r.workspace_id = t.workspace_id AND r.version = t.expected
+          RETURNING r.id",
+        unnest(&[("expected", "int8[]")])
+    )
+});
+
+/// A stored row's columns, for `CrmRow::read_columns`.
+struct Stored<'r>(&'r PgRow);
+
+impl ColumnSource for Stored<'_> {
+    type Error = sqlx::Error;
+
+    fn uuid(&self, i: usize) -> Result<Uuid, sqlx::Error> {
+        self.0.try_get(i)
+    }
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+        self.0.try_get(i)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.0.try_get(i)
+    }
+    fn timestamp(&self, i: usize) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+        self.0.try_get(i)
+    }
+    fn object(&self, i: usize) -> Result<Map<String, Value>, sqlx::Error> {
+        self.0.try_get::<Json<Map<String, Value>>, _>(i).map(|Json(map)| map)
+    }
+    fn invalid(&self, i: usize, why: &str) -> sqlx::Error {
+        sqlx::Error::ColumnDecode { index: FIELDS[i].name.to_owned(), source: why.into() }
+    }
+}
+
+fn decode(row: &PgRow) -> Result<CrmRow, sqlx::Error> {
+    CrmRow::read_columns(&Stored(row))
+}
+
+/// Rows to write, one array per column.
+enum Values {
+    Uuids(Vec<Uuid>),
+    Ints(Vec<i64>),
+    Texts(Vec<Option<String>>),
+    Times(Vec<Option<chrono::DateTime<chrono::Utc>>>),
+    Objects(Vec<Json<Map<String, Value>>>),
+}
+
+struct Arrays(Vec<Values>);
+
+impl Arrays {
+    fn of(rows: &[&CrmRow]) -> Arrays {
+        let n = rows.len();
+        let mut arrays = Arrays(
+            FIELDS
+                .iter()
+                .map(|f| match f.kind {
+                    Kind::Uuid => Values::Uuids(Vec::with_capacity(n)),
+                    Kind::Integer { .. } => Values::Ints(Vec::with_capacity(n)),
+                    Kind::Timestamp => Values::Times(Vec::with_capacity(n)),
+                    Kind::Object => Values::Objects(Vec::with_capacity(n)),
+                    _ => Values::Texts(Vec::with_capacity(n)),
+                })
+                .collect(),
+        );
+        for row in rows {
+            row.write_columns(&mut arrays);
+        }
+        arrays
+    }
+
+    fn bind(
+        self,
+        mut query: Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Query<'_, Postgres, sqlx::postgres::PgArguments> {
+        for values in self.0 {
+            query = match values {
+                Values::Uuids(v) => query.bind(v),
+                Values::Ints(v) => query.bind(v),
+                Values::Texts(v) => query.bind(v),
+                Values::Times(v) => query.bind(v),
+                Values::Objects(v) => query.bind(v),
+            };
+        }
+        query
+    }
+}
+
+impl ColumnSink for Arrays {
+    fn uuid(&mut self, i: usize, value: Uuid) {
+        if let Values::Uuids(v) = &mut self.0[i] {
+            v.push(value);
+        }
+    }
+    fn int(&mut self, i: usize, value: i64) {
+        if let Values::Ints(v) = &mut self.0[i] {
+            v.push(value);
+        }
+    }
+    fn text(&mut self, i: usize, value: Option<&str>) {
+        if let Values::Texts(v) = &mut self.0[i] {
+            v.push(value.map(str::to_owned));
+        }
+    }
+    fn timestamp(&mut self, i: usize, value: Option<chrono::DateTime<chrono::Utc>>) {
+        if let Values::Times(v) = &mut self.0[i] {
+            v.push(value);
+        }
+    }
+    fn object(&mut self, i: usize, value: &Map<String, Value>) {
+        if let Values::Objects(v) = &mut self.0[i] {
+            v.push(Json(value.clone()));
+        }
+    }
+}
+
 #[tracing::instrument(skip(db))]
 pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Result<Option<CrmRow>, sqlx::Error> {
-    let row = sqlx::query_scalar!(
-        r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r WHERE id = $1 AND workspace_id = $2"#,
-        id,
-        workspace_id
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|Json(row)| row))
+    let sql = format!("SELECT {} FROM crm_rows WHERE id = $1 AND workspace_id = $2", *SELECT_LIST);
+    let row = sqlx::query(&sql).bind(id).bind(workspace_id).fetch_optional(db).await?;
+    row.as_ref().map(decode).transpose()
 }
 
-/// Reads a row to change it, taking its lock when `lock` (inside the caller's transaction).
-pub async fn find(
-    conn: &mut PgConnection,
-    workspace_id: Uuid,
-    id: Uuid,
-    lock: bool,
-) -> Result<Option<CrmRow>, sqlx::Error> {
-    let row = if lock {
-        sqlx::query_scalar!(
-            r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r
-                WHERE id = $1 AND workspace_id = $2 FOR UPDATE"#,
-            id,
-            workspace_id
-        )
-        .fetch_optional(conn)
-        .await?
-    } else {
-        sqlx::query_scalar!(
-            r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r WHERE id = $1 AND workspace_id = $2"#,
-            id,
-            workspace_id
-        )
-        .fetch_optional(conn)
-        .await?
-    };
-    Ok(row.map(|Json(row)| row))
-}
-
-/// Reads a lead's row by email (case-insensitively), taking its lock when `lock`.
-pub async fn find_by_email(
-    conn: &mut PgConnection,
-    workspace_id: Uuid,
-    email: &str,
-    lock: bool,
-) -> Result<Option<CrmRow>, sqlx::Error> {
-    let row = if lock {
-        sqlx::query_scalar!(
-            r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r
-                WHERE workspace_id = $1 AND lower(email) = lower($2) FOR UPDATE"#,
-            workspace_id,
-            email
-        )
-        .fetch_optional(conn)
-        .await?
-    } else {
-        sqlx::query_scalar!(
-            r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r
-                WHERE workspace_id = $1 AND lower(email) = lower($2)"#,
-            workspace_id,
-            email
-        )
-        .fetch_optional(conn)
-        .await?
-    };
-    Ok(row.map(|Json(row)| row))
+/// The rows a batch of changes is about, locked for the caller's transaction in id order (so two batches that
+/// share rows lock them in the same order): those of `emails` (workspace, email; matched case-insensitively) and
+/// those of `ids` (workspace, row id).
+pub async fn lock_for_change(
+    tx: &mut PgConnection,
+    emails: &[(Uuid, String)],
+    ids: &[(Uuid, Uuid)],
+) -> Result<Vec<CrmRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM crm_rows
+          WHERE (workspace_id, lower(email)) IN (SELECT ws, lower(e) FROM unnest($1::uuid[], $2::text[]) AS t(ws, e))
+             OR (workspace_id, id) IN (SELECT ws, i FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i))
+          ORDER BY id
+          FOR UPDATE",
+        *SELECT_LIST
+    );
+    let rows = sqlx::query(&sql)
+        .bind(emails.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
+        .bind(emails.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())
+        .bind(ids.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
+        .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter().map(decode).collect()
 }
 
 /// Filters of the row list.
@@ -95,97 +246,53 @@ pub struct ListFilter {
 /// there was a search, never what was searched for: the text is usually a person's name or email.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, stage = ?f.stage, search = f.q.is_some()))]
 pub async fn list(db: impl PgExecutor<'_>, workspace_id: Uuid, f: &ListFilter) -> Result<Vec<CrmRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM crm_rows
+          WHERE workspace_id = $1
+            AND ($2::uuid IS NULL OR id < $2)
+            AND ($3::text IS NULL OR pipeline_stage = $3)
+            AND ($4::text IS NULL OR email ILIKE $4 OR first_name ILIKE $4 OR last_name ILIKE $4 OR company ILIKE $4)
+          ORDER BY id DESC
+          LIMIT $5",
+        *SELECT_LIST
+    );
     let pattern = f.q.as_deref().map(|q| format!("%{}%", escape_like(q)));
-    let rows = sqlx::query_scalar!(
-        r#"SELECT crm_row_json(r) AS "row!: Json<CrmRow>" FROM crm_rows r
-            WHERE workspace_id = $1
-              AND ($2::uuid IS NULL OR id < $2)
-              AND ($3::text IS NULL OR pipeline_stage = $3)
-              AND ($4::text IS NULL OR email ILIKE $4 OR first_name ILIKE $4 OR last_name ILIKE $4
-                   OR company ILIKE $4)
-            ORDER BY id DESC
-            LIMIT $5"#,
-        workspace_id,
-        f.before,
-        f.stage.map(PipelineStage::as_str),
-        pattern,
-        f.limit
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|Json(row)| row).collect())
+    let rows = sqlx::query(&sql)
+        .bind(workspace_id)
+        .bind(f.before)
+        .bind(f.stage.map(PipelineStage::as_str))
+        .bind(pattern)
+        .bind(f.limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(decode).collect()
 }
 
 fn escape_like(q: &str) -> String {
     q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-/// Inserts a new row and its event in one statement. Returns false (and writes nothing) when the workspace
-/// already has a row with this email.
-pub async fn insert_with_event(
-    conn: &mut PgConnection,
-    row: &CrmRow,
-    event: &NewEvent<'_>,
-) -> Result<bool, sqlx::Error> {
-    let seq = sqlx::query_scalar!(
-        "WITH row AS (
-             INSERT INTO crm_rows SELECT * FROM jsonb_populate_record(NULL::crm_rows, $1)
-             ON CONFLICT (workspace_id, lower(email)) DO NOTHING
-             RETURNING id
-         )
-         INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $2, $3, $4, $5 FROM row RETURNING seq",
-        Json(row) as _,
-        event.msg_id,
-        event.subject,
-        event.payload,
-        Json(event.headers) as _
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(seq.is_some())
+/// Inserts new rows; a row whose email its workspace already has (another writer got there first) is left out.
+/// Returns the ids inserted.
+pub async fn insert(conn: &mut PgConnection, rows: &[&CrmRow]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = Arrays::of(rows).bind(sqlx::query(&INSERT));
+    let inserted = query.fetch_all(conn).await?;
+    inserted.iter().map(|r| r.try_get(0)).collect()
 }
 
-/// `UPDATE crm_rows … SET` every column but the row's identity from the row given as JSON (`$1`), if the row is
-/// still at version `$2`; then the event's outbox row (`$3`..`$6`). Built once from the field list, so it names
-/// every column without this file spelling them out.
-static UPDATE_WITH_EVENT: LazyLock<String> = LazyLock::new(|| {
-    let set = FIELDS
-        .iter()
-        .map(|f| f.name)
-        .filter(|name| !matches!(*name, "id" | "workspace_id" | "created_at"))
-        .map(|name| format!("{name} = s.{name}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "WITH row AS (
-             UPDATE crm_rows t SET {set}
-               FROM jsonb_populate_record(NULL::crm_rows, $1) s
-              WHERE t.id = s.id AND t.workspace_id = s.workspace_id AND t.version = $2
-             RETURNING t.id
-         )
-         INSERT INTO outbox (msg_id, subject, payload, headers) SELECT $3, $4, $5, $6 FROM row RETURNING seq"
-    )
-});
-
-/// Writes a row's new state and its event in one statement, if the row is still at `expected_version`
-/// (optimistic concurrency: no lock is held between reading the row and writing it). Returns false when another
-/// change got there first.
-pub async fn update_with_event(
-    conn: &mut PgConnection,
-    row: &CrmRow,
-    expected_version: i64,
-    event: &NewEvent<'_>,
-) -> Result<bool, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar(&UPDATE_WITH_EVENT)
-        .bind(Json(row))
-        .bind(expected_version)
-        .bind(event.msg_id)
-        .bind(&event.subject)
-        .bind(&event.payload)
-        .bind(Json(event.headers))
-        .fetch_optional(conn)
-        .await?;
-    Ok(seq.is_some())
+/// Writes rows' new states, each if it is still at its `expected` version. Returns the ids written.
+pub async fn update(conn: &mut PgConnection, rows: &[(&CrmRow, i64)]) -> Result<Vec<Uuid>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let states: Vec<&CrmRow> = rows.iter().map(|(row, _)| *row).collect();
+    let expected: Vec<i64> = rows.iter().map(|(_, v)| *v).collect();
+    let query = Arrays::of(&states).bind(sqlx::query(&UPDATE)).bind(expected);
+    let written = query.fetch_all(conn).await?;
+    written.iter().map(|r| r.try_get(0)).collect()
 }
 
 #[cfg(test)]
@@ -198,12 +305,15 @@ mod tests {
     }
 
     #[test]
-    fn the_update_sets_every_field_but_the_identity() {
-        let set_clause = UPDATE_WITH_EVENT.split(" SET ").nth(1).and_then(|s| s.split(" FROM ").next()).unwrap_or("");
-        let assigned: Vec<&str> = set_clause.split(',').map(|a| a.trim()).collect();
+    fn the_statements_name_every_field_once() {
+        let set_clause = UPDATE.split(" SET ").nth(1).and_then(|s| s.split(" FROM ").next()).unwrap_or("");
+        let assigned: Vec<&str> = set_clause.split(", ").map(|a| a.trim()).collect();
         for field in FIELDS {
-            let set = assigned.contains(&format!("{0} = s.{0}", field.name).as_str());
+            assert!(SELECT_LIST.contains(field.name), "{}", field.name);
+            assert!(INSERT.contains(&format!("t.{}", field.name)), "{}", field.name);
+            let set = assigned.iter().any(|a| a.starts_with(&format!("{0} = t.{0}", field.name)));
             assert_eq!(set, !matches!(field.name, "id" | "workspace_id" | "created_at"), "{}", field.name);
         }
+        assert_eq!(UPDATE.matches("::int8[]").count(), 3, "version, interest_count and the expected versions");
     }
 }

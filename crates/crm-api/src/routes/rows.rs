@@ -81,7 +81,7 @@ pub async fn record_interest(
 ) -> ApiResult<Response> {
     let interest = parse_json::<InterestBody>(&body)?.validate()?;
     let key = idempotency_key(&headers, &body)?;
-    match crate::service::rows::record_interest(&state, caller.workspace_id, &interest, key).await? {
+    match crate::service::rows::record_interest(&state, caller.workspace_id, interest, key).await? {
         InterestOutcome::Written { created, row } => {
             Ok(row_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &row))
         }
@@ -176,7 +176,7 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     let patch = RowPatch::parse(parse_json(&body)?)?;
     let if_match = headers.get(header::IF_MATCH).map(|v| IfMatch::parse(v.to_str().unwrap_or("")));
-    match crate::service::rows::patch(&state, caller.workspace_id, caller.id()?, if_match, &patch).await? {
+    match crate::service::rows::patch(&state, caller.workspace_id, caller.id()?, if_match, patch).await? {
         PatchOutcome::Unchanged(row) | PatchOutcome::Changed(row) => Ok(row_response(StatusCode::OK, &row)),
     }
 }

@@ -28,6 +28,7 @@ pub async fn redeliver(state: &AppState, workspace_id: Uuid, id: Uuid) -> ApiRes
         headers: &headers,
     };
     outbox::enqueue(&mut tx, &message).await?;
+    outbox::notify(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -6,3 +6,4 @@ pub mod admin;
 pub mod deliveries;
 pub mod rows;
 pub mod settings;
+pub mod writer;

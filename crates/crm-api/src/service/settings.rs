@@ -74,6 +74,7 @@ pub async fn send_test(state: &AppState, workspace_id: Uuid) -> ApiResult<Uuid> 
     let headers = service_common::trace::current_headers();
     let mut tx = state.pool.begin().await?;
     outbox::enqueue(&mut tx, &NewEvent::of(&state.subjects, &event, &headers)).await?;
+    outbox::notify(&mut tx).await?;
     deliveries::create_pending(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(event.id)

@@ -8,8 +8,9 @@
 //! ```
 
 use crm_bench::ledger::{quantile_ms, Ledger, Phase};
-use crm_bench::load::{Generator, Target};
+use crm_bench::load::Generator;
 use crm_bench::receiver::{Behaviour, BenchReceiver};
+use crm_bench::scenario::Scenario;
 use crm_bench::stack::{cpu_seconds, max_rss_mib, pids_named, Stack, StackSpec};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ const HELP: &str = "crm-bench — end-to-end benchmark of crm-webhook-sync
 
 USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
+              [--scenario uniform|hot|mixed] [--hot-share F] [--hang-share F]
               [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other]
               [--find-max] [--no-build]
 
@@ -29,6 +31,11 @@ USAGE:
     --workers N            delivery-worker processes (default 1)
     --receiver-delay-ms D  the receiver answers after D ms (default 0)
     --workspaces W         workspaces the load is spread over (default 50)
+    --scenario S           uniform: evenly over the workspaces (default); hot: --hot-share of the load to one
+                           workspace, the rest over the others; mixed: hot, plus --hang-share to one workspace
+                           whose endpoint never answers (its events are not expected; the others' are)
+    --hot-share F          the hot workspace's share of the load (default 0.8)
+    --hang-share F         the hanging workspace's share of the load (default 0.02)
     --worker-concurrency C WORKER_CONCURRENCY of each worker (default 64; 256 with a receiver delay)
     --warmup S             unmeasured warm-up at the same rate (default 5)
     --drain-timeout S      how long to wait for the backlog after the window (default 60)
@@ -45,6 +52,7 @@ struct Args {
     workers: usize,
     receiver_delay_ms: u64,
     workspaces: usize,
+    scenario: Scenario,
     worker_concurrency: Option<usize>,
     warmup: f64,
     drain_timeout: f64,
@@ -60,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 1,
         receiver_delay_ms: 0,
         workspaces: 50,
+        scenario: Scenario::Uniform,
         worker_concurrency: None,
         warmup: 5.0,
         drain_timeout: 60.0,
@@ -67,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         find_max: false,
         build: true,
     };
+    let (mut scenario, mut hot_share, mut hang_share) = ("uniform".to_owned(), 0.8, 0.02);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -79,6 +89,9 @@ fn parse_args() -> Result<Args, String> {
                 args.receiver_delay_ms = number("--receiver-delay-ms", value("--receiver-delay-ms")?)? as u64
             }
             "--workspaces" => args.workspaces = number("--workspaces", value("--workspaces")?)? as usize,
+            "--scenario" => scenario = value("--scenario")?,
+            "--hot-share" => hot_share = number("--hot-share", value("--hot-share")?)?,
+            "--hang-share" => hang_share = number("--hang-share", value("--hang-share")?)?,
             "--warmup" => args.warmup = number("--warmup", value("--warmup")?)?,
             "--worker-concurrency" => {
                 args.worker_concurrency = Some(number("--worker-concurrency", value("--worker-concurrency")?)? as usize)
@@ -100,6 +113,18 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.rate <= 0.0 || args.duration <= 0.0 || args.workers == 0 || args.workspaces == 0 {
         return Err("--rate, --duration, --workers and --workspaces must be positive".into());
+    }
+    if !(0.0..=1.0).contains(&hot_share) || !(0.0..=1.0).contains(&hang_share) || hot_share + hang_share > 1.0 {
+        return Err("--hot-share and --hang-share are fractions that add up to at most 1".into());
+    }
+    args.scenario = Scenario::parse(&scenario, hot_share, hang_share)?;
+    let special = match args.scenario {
+        Scenario::Uniform => 0,
+        Scenario::Hot { .. } => 1,
+        Scenario::Mixed { .. } => 2,
+    };
+    if args.workspaces <= special {
+        return Err(format!("--scenario {scenario} needs more than {special} workspaces"));
     }
     Ok(args)
 }
@@ -142,8 +167,7 @@ async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
     let receiver = BenchReceiver::start(ledger.clone(), behaviour).await?;
     let log_dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir)?;
-    let concurrency = args.worker_concurrency.unwrap_or(if args.receiver_delay_ms > 0 { 256 } else { 64 });
-    let concurrency = concurrency.to_string();
+    let concurrency = worker_concurrency(args).to_string();
     let spec = StackSpec {
         workers: args.workers,
         env: vec![("WORKER_CONCURRENCY".into(), concurrency), ("CRM_DB_MAX_CONNECTIONS".into(), "32".into())],
@@ -157,6 +181,11 @@ async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
     result
 }
 
+/// `WORKER_CONCURRENCY` of each worker: as asked, or 64 (256 with a slow receiver).
+fn worker_concurrency(args: &Args) -> usize {
+    args.worker_concurrency.unwrap_or(if args.receiver_delay_ms > 0 { 256 } else { 64 })
+}
+
 async fn measure(
     args: &Args,
     rate: f64,
@@ -168,13 +197,8 @@ async fn measure(
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.database_url).await?;
         sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut conn).await?
     };
-    let targets: Vec<Target> = stack
-        .workspaces(args.workspaces, &receiver.url())
-        .await?
-        .into_iter()
-        .map(|(ws, t)| Target::new(ws, t))
-        .collect();
-    let generator = Generator::new(&stack.api_url, targets, ledger.clone())?;
+    let targets = stack.targets(args.scenario, args.workspaces, receiver).await?;
+    let generator = Generator::new(&stack.api_url, targets, ledger.clone(), args.scenario)?;
 
     eprintln!("warm-up: {rate:.0}/s for {:.0} s", args.warmup);
     generator.run(rate, Duration::from_secs_f64(args.warmup), Phase::Warmup).await;
@@ -216,15 +240,28 @@ async fn measure(
     let events_per_s = report.steady_accepted as f64 / window.as_secs_f64();
     let drained_in_time = drain.as_secs_f64() <= (0.1 * args.duration).max(1.0);
     let sustained = report.missing == 0 && failed == 0 && drained_in_time && events_per_s >= rate * 0.97;
+    let mut by_class = serde_json::Map::new();
+    for (class, e2e) in &report.e2e_by_class {
+        by_class.insert(
+            class.as_str().to_owned(),
+            json!({"events": e2e.len(), "e2e_p50_ms": round2(quantile_ms(e2e, 0.5)),
+                   "e2e_p99_ms": round2(quantile_ms(e2e, 0.99)), "e2e_max_ms": round2(quantile_ms(e2e, 1.0))}),
+        );
+    }
     let json = json!({
         "rate": rate,
         "duration_s": args.duration,
         "workers": args.workers,
+        "workspaces": args.workspaces,
+        "scenario": args.scenario.name(),
+        "worker_concurrency": worker_concurrency(args),
         "receiver_delay_ms": args.receiver_delay_ms,
         "accepted": report.accepted,
         "delivered": report.delivered,
         "missing": report.missing,
         "duplicates": report.duplicates,
+        "hanging_accepted": report.hanging,
+        "e2e_by_class": by_class,
         "failed_requests": failed,
         "events_per_s": round1(events_per_s),
         "delivered_per_s": round1(delivered_in_window as f64 / window.as_secs_f64()),
@@ -260,6 +297,7 @@ fn print_table(j: &serde_json::Value) {
         ("offered rate (/s)", "rate"),
         ("steady window (s)", "duration_s"),
         ("worker processes", "workers"),
+        ("workspaces / scenario", "scenario"),
         ("receiver delay (ms)", "receiver_delay_ms"),
         ("accepted", "accepted"),
         ("delivered", "delivered"),
@@ -276,9 +314,16 @@ fn print_table(j: &serde_json::Value) {
         let value = match key {
             "api" => format!("{} / {}", j["api_p50_ms"], j["api_p99_ms"]),
             "e2e" => format!("{} / {} / {}", j["e2e_p50_ms"], j["e2e_p99_ms"], j["e2e_p999_ms"]),
+            "scenario" => format!("{} / {}", j["workspaces"], j["scenario"].as_str().unwrap_or("")),
             k => j[k].to_string().trim_matches('"').to_owned(),
         };
         println!("│ {label:<30} │ {value:<36} │");
+    }
+    if let Some(classes) = j["e2e_by_class"].as_object().filter(|c| c.len() > 1) {
+        for (class, c) in classes {
+            let value = format!("{} / {} ({} events)", c["e2e_p50_ms"], c["e2e_p99_ms"], c["events"]);
+            println!("│ {:<30} │ {value:<36} │", format!("e2e p50 / p99, {class} (ms)"));
+        }
     }
     println!("├────────────────────────────────┼──────────────────────────────────────┤");
     println!("│ {:<30} │ {:<36} │", "process", "CPU s per 1k events / max RSS MiB");

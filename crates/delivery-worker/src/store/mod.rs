@@ -2,8 +2,8 @@
 //!
 //! [`claim`] is the send-log guard: a delivery that has ended (succeeded, failed, dead, skipped) is never sent
 //! again, however often its message comes back; and a delivery another worker is sending right now (its lease is
-//! live) is not sent twice at once. A delivery costs two round trips: the claim, then its share of a batched
-//! attempt record ([`attempts`]). Skips are batched the same way ([`Skipper`]), and durable: a skip lost in a
+//! live) is not sent twice at once. A delivery costs its share of two batched statements: the claim
+//! ([`Claimer`]), then the attempt record ([`attempts`]). Skips are batched the same way ([`Skipper`]), and durable: a skip lost in a
 //! crash would not be redone, since its message is acknowledged.
 
 pub mod attempts;
@@ -17,6 +17,7 @@ use batcher::Batcher;
 use crm_db::{Channel, DeliveryStatus, SkipReason};
 use crm_events::RowChangedEvent;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -61,6 +62,97 @@ pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Du
     let status = sqlx::query_scalar!("SELECT status FROM deliveries WHERE id = $1", event.id).fetch_one(pool).await?;
     let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
     Ok(if ended { Claim::Ended } else { Claim::Leased })
+}
+
+/// A delivery to claim: its event as it came.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub event: RowChangedEvent,
+    pub raw: Vec<u8>,
+}
+
+/// Claims many deliveries in one statement. crm-api creates each delivery with its event, so a claim is an update
+/// of a row that is there; a delivery that is not (an event published by an older crm-api) is created by
+/// [`claim`]. A delivery asked for twice in one batch (two copies of one message) is claimed once: the second
+/// copy finds it leased.
+pub async fn claim_many(pool: &PgPool, requests: &[ClaimRequest], lease: Duration) -> Vec<Result<Claim, RecordError>> {
+    match claim_many_once(pool, requests, lease).await {
+        Ok(claims) => claims,
+        Err(e) => vec![Err(unavailable(e)); requests.len()],
+    }
+}
+
+async fn claim_many_once(
+    pool: &PgPool,
+    requests: &[ClaimRequest],
+    lease: Duration,
+) -> Result<Vec<Result<Claim, RecordError>>, sqlx::Error> {
+    let ids: Vec<Uuid> = requests.iter().map(|r| r.event.id).collect();
+    let ready: HashMap<Uuid, Claim> = sqlx::query!(
+        "UPDATE deliveries SET lease_until = now() + $2 * interval '1 millisecond'
+          WHERE id = ANY($1) AND status IN ('pending', 'retrying')
+            AND (lease_until IS NULL OR lease_until < now())
+          RETURNING id, attempts, budget_start",
+        &ids,
+        millis(lease) as f64
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, Claim::Ready { attempts: r.attempts, budget_start: r.budget_start }))
+    .collect();
+    let others: Vec<Uuid> = ids.iter().filter(|id| !ready.contains_key(id)).copied().collect();
+    let statuses: HashMap<Uuid, String> = if others.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query!("SELECT id, status FROM deliveries WHERE id = ANY($1)", &others)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.status))
+            .collect()
+    };
+    let mut handed_out = std::collections::HashSet::new();
+    let mut claims = Vec::with_capacity(requests.len());
+    for request in requests {
+        let id = request.event.id;
+        let claim = match (ready.get(&id), statuses.get(&id)) {
+            (Some(claim), _) if handed_out.insert(id) => Ok(*claim),
+            (Some(_), _) => Ok(Claim::Leased),
+            (None, Some(status)) => {
+                let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
+                Ok(if ended { Claim::Ended } else { Claim::Leased })
+            }
+            (None, None) if handed_out.insert(id) => {
+                claim(pool, &request.event, &request.raw, lease).await.map_err(unavailable)
+            }
+            (None, None) => Ok(Claim::Leased),
+        };
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+/// Claims deliveries in batches, on the asynchronously committing pool (a claim lost in a crash is taken again
+/// when its message comes back).
+#[derive(Clone)]
+pub struct Claimer {
+    batcher: Batcher<ClaimRequest, Result<Claim, RecordError>>,
+}
+
+impl Claimer {
+    pub fn spawn(pool: PgPool, lease: Duration) -> Claimer {
+        Claimer {
+            batcher: Batcher::spawn(move |batch: Vec<ClaimRequest>| {
+                let pool = pool.clone();
+                async move { claim_many(&pool, &batch, lease).await }
+            }),
+        }
+    }
+
+    pub async fn claim(&self, request: ClaimRequest) -> Result<Claim, RecordError> {
+        self.batcher.submit(request).await.unwrap_or_else(|| Err(RecordError::Unavailable("claimer stopped".into())))
+    }
 }
 
 /// A delivery not sent, and why.

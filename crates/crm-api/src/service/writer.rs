@@ -1,0 +1,372 @@
+//! Group commit: row changes that arrive together share one transaction and one statement per kind.
+//!
+//! Handlers hand their checked change ([`Change`]) to a writer task through a channel and wait for their own
+//! answer. A writer takes whatever is waiting (no timer: a lone request goes at once, a busy moment fills a batch)
+//! and in one transaction claims the batch's `Idempotency-Key`s, locks every row the batch touches (in id order,
+//! so concurrent batches cannot deadlock on them), applies the changes in order in memory with the domain's rules
+//! (so two changes of one row in one batch see each other), writes the new rows, the changed rows, their events,
+//! their pending deliveries and the keys' responses in one statement each, and commits durably. Only then is
+//! any request answered, so a 2xx still means the change and its event are committed.
+//!
+//! A batch that fails as a whole (a unique email taken by a concurrent writer, a deadlock, anything) is written
+//! again one change at a time, so one bad request never fails its neighbours; each then gets its own error (a
+//! taken email is 409). After a commit the writer wakes this process's relay directly, so no `NOTIFY` per commit
+//! is needed.
+
+use crate::domain::{self, IfMatch, Interest, RowPatch};
+use crate::error::{ApiError, ApiResult};
+use crate::repo::outbox::NewEvent;
+use crate::repo::{deliveries, idempotency, is_unique_violation, outbox, rows};
+use chrono::{DateTime, SubsecRound, Utc};
+use crm_events::{RowChangedEvent, Subjects, Trigger};
+use crm_mapping::CrmRow;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Notify};
+use uuid::Uuid;
+
+/// Most changes in one batch.
+pub const MAX_BATCH: usize = 256;
+
+/// An `Idempotency-Key` and the hash of the request body it was sent with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// One requested change.
+pub enum Change {
+    Interest { workspace_id: Uuid, interest: Interest, key: Option<IdempotencyKey> },
+    Patch { workspace_id: Uuid, id: Uuid, if_match: Option<IfMatch>, patch: RowPatch },
+}
+
+/// What a change did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The row was created (`created`) or changed, with its event; `row` is the row as this change left it.
+    Written { created: bool, row: Box<CrmRow> },
+    /// The change would set every field to the value it has: nothing written, no event.
+    Unchanged(Box<CrmRow>),
+    /// A retry of an interest with the same key and body: its first response; nothing new was written.
+    Replayed { status: u16, body: Vec<u8> },
+}
+
+type Reply = oneshot::Sender<ApiResult<Outcome>>;
+
+/// A change as queued: with the trace context of the request that asked for it (its event carries it on), and
+/// where its answer goes.
+struct Queued {
+    change: Change,
+    trace: BTreeMap<String, String>,
+    reply: Reply,
+}
+
+/// The handle handlers submit through. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Writer {
+    /// Starts `writers` writer tasks on one queue; each commits on `pool` and wakes `relay` after a commit.
+    pub fn spawn(pool: PgPool, subjects: Subjects, relay: Arc<Notify>, writers: usize) -> Writer {
+        let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
+        let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+        for _ in 0..writers.max(1) {
+            let (pool, subjects, relay, incoming) = (pool.clone(), subjects.clone(), relay.clone(), incoming.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut incoming = incoming.lock().await;
+                        if incoming.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                            return;
+                        }
+                    }
+                    write(&pool, &subjects, &relay, batch).await;
+                }
+            });
+        }
+        Writer { queue }
+    }
+
+    /// Writes one change and waits until it is committed (or refused).
+    pub async fn submit(&self, change: Change) -> ApiResult<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ApiError::Unavailable;
+        let queued = Queued { change, trace: service_common::trace::current_headers(), reply };
+        self.queue.send(queued).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// Writes a batch, or its changes one by one when the batch as a whole fails.
+async fn write(pool: &PgPool, subjects: &Subjects, relay: &Notify, batch: Vec<Queued>) {
+    // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
+    // batch of its own after this one.
+    let mut seen = HashSet::new();
+    let (now, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|q| match &q.change {
+        Change::Interest { workspace_id, key: Some(key), .. } => seen.insert((*workspace_id, key.key.clone())),
+        _ => true,
+    });
+    let items: Vec<(&Change, &BTreeMap<String, String>)> = now.iter().map(|q| (&q.change, &q.trace)).collect();
+    match run(pool, subjects, &items).await {
+        Ok(outcomes) => {
+            relay.notify_one();
+            for (q, outcome) in now.into_iter().zip(outcomes) {
+                let _ = q.reply.send(outcome);
+            }
+        }
+        Err(e) if now.len() == 1 => {
+            let q = now.into_iter().next().expect("one change");
+            let _ = q.reply.send(Err(error(e)));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
+            for q in now {
+                let outcome = run(pool, subjects, &[(&q.change, &q.trace)]).await;
+                if outcome.is_ok() {
+                    relay.notify_one();
+                }
+                let _ = q.reply.send(outcome.map_err(error).and_then(|mut o| o.remove(0)));
+            }
+        }
+    }
+    for q in later {
+        Box::pin(write(pool, subjects, relay, vec![q])).await;
+    }
+}
+
+/// Whether a failed transaction is worth running again as it was: a deadlock or a serialization failure.
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// A failed write as the API answers it.
+fn error(e: sqlx::Error) -> ApiError {
+    if is_unique_violation(&e, "crm_rows_workspace_email_key") {
+        ApiError::Conflict {
+            field: Some("email"),
+            message: "another row of this workspace already has this email".into(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+/// A row the batch touches: as it is now in memory, and the version it had when locked (`None`: new in this batch).
+struct Slot {
+    row: CrmRow,
+    locked_at: Option<i64>,
+}
+
+/// The batch in one transaction, run again (at most three times) when another writer created one of its new leads
+/// meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the transaction failed;
+/// a change the rules refuse (412, 404, a cap) is that change's `Err` inside.
+async fn run(
+    pool: &PgPool,
+    subjects: &Subjects,
+    changes: &[(&Change, &BTreeMap<String, String>)],
+) -> Result<Vec<ApiResult<Outcome>>, sqlx::Error> {
+    for pass in 0..3 {
+        match run_once(pool, subjects, changes).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            Ok(None) if pass < 2 => continue,
+            Ok(None) => {
+                return Err(sqlx::Error::Protocol("new leads' emails kept being taken by other writers".into()))
+            }
+            Err(e) if is_transient(&e) && pass < 2 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns on its last pass")
+}
+
+/// One try at the batch; `None` when a new lead turned out to exist already.
+async fn run_once(
+    pool: &PgPool,
+    subjects: &Subjects,
+    items: &[(&Change, &BTreeMap<String, String>)],
+) -> Result<Option<Vec<ApiResult<Outcome>>>, sqlx::Error> {
+    let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
+    {
+        let mut tx = pool.begin().await?;
+        let now = Utc::now().trunc_subsecs(6);
+        let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
+
+        // Keys first: a replay is answered from what its first request stored and changes nothing.
+        let keyed: Vec<(usize, Uuid, &IdempotencyKey)> = changes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Change::Interest { workspace_id, key: Some(key), .. } => Some((i, *workspace_id, key)),
+                _ => None,
+            })
+            .collect();
+        if !keyed.is_empty() {
+            let wanted: Vec<(Uuid, &str, &[u8])> =
+                keyed.iter().map(|(_, ws, k)| (*ws, k.key.as_str(), k.request_hash.as_slice())).collect();
+            let claimed: HashSet<(Uuid, String)> =
+                idempotency::claim_many(&mut tx, &wanted).await?.into_iter().collect();
+            let replays: Vec<(Uuid, &str)> = keyed
+                .iter()
+                .filter(|(_, ws, k)| !claimed.contains(&(*ws, k.key.clone())))
+                .map(|(_, ws, k)| (*ws, k.key.as_str()))
+                .collect();
+            if !replays.is_empty() {
+                let stored: HashMap<(Uuid, String), idempotency::Stored> = idempotency::stored_many(&mut tx, &replays)
+                    .await?
+                    .into_iter()
+                    .map(|(ws, k, s)| ((ws, k), s))
+                    .collect();
+                for (i, ws, key) in &keyed {
+                    if let Some(s) = stored.get(&(*ws, key.key.clone())) {
+                        outcomes[*i] = Some(if s.request_hash == key.request_hash {
+                            Ok(Outcome::Replayed { status: s.status, body: s.body.clone() })
+                        } else {
+                            Err(ApiError::field("Idempotency-Key", "was already used with a different request body"))
+                        });
+                    }
+                }
+            }
+        }
+
+        // Every row the rest of the batch touches, locked.
+        let mut emails = Vec::new();
+        let mut ids = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            match change {
+                _ if outcomes[i].is_some() => {}
+                Change::Interest { workspace_id, interest, .. } => emails.push((*workspace_id, interest.email.clone())),
+                Change::Patch { workspace_id, id, .. } => ids.push((*workspace_id, *id)),
+            }
+        }
+        let locked = rows::lock_for_change(&mut tx, &emails, &ids).await?;
+        let mut slots: HashMap<Uuid, Slot> = HashMap::new();
+        let mut by_email: HashMap<(Uuid, String), Uuid> = HashMap::new();
+        for row in locked {
+            by_email.insert((row.workspace_id, row.email.to_lowercase()), row.id);
+            slots.insert(row.id, Slot { locked_at: Some(row.version), row });
+        }
+
+        // The changes in order, each seeing the ones before it.
+        // Each event with the index of the change that made it (whose trace it carries).
+        let mut events: Vec<(RowChangedEvent, usize)> = Vec::new();
+        let mut responses: Vec<(usize, u16, Vec<u8>)> = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let outcome = match change {
+                Change::Interest { workspace_id, interest, key } => {
+                    let (outcome, event) = apply_interest(&mut slots, &mut by_email, *workspace_id, interest, now);
+                    events.push((event, i));
+                    if key.is_some() {
+                        if let Outcome::Written { created, row } = &outcome {
+                            let body = serde_json::to_vec(row.as_ref()).unwrap_or_default();
+                            responses.push((i, if *created { 201 } else { 200 }, body));
+                        }
+                    }
+                    Ok(outcome)
+                }
+                Change::Patch { workspace_id, id, if_match, patch } => {
+                    apply_patch(&mut slots, *workspace_id, *id, if_match.as_ref(), patch, now).map(
+                        |(outcome, event)| {
+                            events.extend(event.map(|e| (e, i)));
+                            outcome
+                        },
+                    )
+                }
+            };
+            outcomes[i] = Some(outcome);
+        }
+
+        // One statement per kind.
+        let new: Vec<&CrmRow> = slots.values().filter(|s| s.locked_at.is_none()).map(|s| &s.row).collect();
+        let changed: Vec<(&CrmRow, i64)> =
+            slots.values().filter_map(|s| s.locked_at.filter(|v| *v != s.row.version).map(|v| (&s.row, v))).collect();
+        let inserted = rows::insert(&mut tx, &new).await?;
+        if inserted.len() < new.len() {
+            // Another writer created a lead this batch thought new; its row is there now.
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let written = rows::update(&mut tx, &changed).await?;
+        if written.len() < changed.len() {
+            return Err(sqlx::Error::Protocol("a locked row changed under the batch".into()));
+        }
+        let messages: Vec<NewEvent> = events.iter().map(|(e, i)| NewEvent::of(subjects, e, items[*i].1)).collect();
+        outbox::enqueue_many(&mut tx, &messages).await?;
+        let pending: Vec<(&RowChangedEvent, &[u8])> =
+            events.iter().zip(&messages).map(|((e, _), m)| (e, m.payload.as_slice())).collect();
+        deliveries::create_pending_many(&mut tx, &pending).await?;
+        let done: Vec<(Uuid, &str, u16, &[u8])> = responses
+            .iter()
+            .filter_map(|(i, status, body)| match changes[*i] {
+                Change::Interest { workspace_id, key: Some(key), .. } => {
+                    Some((*workspace_id, key.key.as_str(), *status, body.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        idempotency::complete_many(&mut tx, &done).await?;
+        tx.commit().await?;
+        Ok(Some(outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect()))
+    }
+}
+
+/// An interest, applied to the batch's rows: the lead's row created or updated, and its event.
+fn apply_interest(
+    slots: &mut HashMap<Uuid, Slot>,
+    by_email: &mut HashMap<(Uuid, String), Uuid>,
+    workspace_id: Uuid,
+    interest: &Interest,
+    now: DateTime<Utc>,
+) -> (Outcome, RowChangedEvent) {
+    let email = (workspace_id, interest.email.to_lowercase());
+    match by_email.get(&email).and_then(|id| slots.get_mut(id)) {
+        Some(slot) => {
+            let change = domain::Change { after: interest.next_row(&slot.row, now), before: Some(slot.row.clone()) };
+            let event = change.event(Trigger::LeadInterest);
+            slot.row = change.after.clone();
+            (Outcome::Written { created: false, row: Box::new(change.after) }, event)
+        }
+        None => {
+            let change = domain::Change { before: None, after: interest.new_row(workspace_id, now) };
+            let event = change.event(Trigger::LeadInterest);
+            by_email.insert(email, change.after.id);
+            slots.insert(change.after.id, Slot { row: change.after.clone(), locked_at: None });
+            (Outcome::Written { created: true, row: Box::new(change.after) }, event)
+        }
+    }
+}
+
+/// A cell edit, applied to the batch's rows: `If-Match` against the row as the batch has it so far, the caps on
+/// the merged row, and the event of an effective change.
+fn apply_patch(
+    slots: &mut HashMap<Uuid, Slot>,
+    workspace_id: Uuid,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+    patch: &RowPatch,
+    now: DateTime<Utc>,
+) -> ApiResult<(Outcome, Option<RowChangedEvent>)> {
+    let slot = slots.get_mut(&id).filter(|s| s.row.workspace_id == workspace_id).ok_or(ApiError::NotFound("row"))?;
+    let before = &slot.row;
+    if let Some(if_match) = if_match {
+        if !if_match.matches(before.version) {
+            return Err(ApiError::PreconditionFailed { current: before.version });
+        }
+    }
+    let wanted = patch.apply(before).map_err(|(field, message)| ApiError::field(field, message))?;
+    if wanted == *before {
+        return Ok((Outcome::Unchanged(Box::new(before.clone())), None));
+    }
+    let after = CrmRow { version: before.version + 1, updated_at: now, ..wanted };
+    let change = domain::Change { before: Some(before.clone()), after };
+    let event = change.event(Trigger::CrmEdit);
+    slot.row = change.after.clone();
+    Ok((Outcome::Written { created: false, row: Box::new(change.after) }, Some(event)))
+}

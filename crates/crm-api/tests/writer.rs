@@ -1,0 +1,130 @@
+//! The group-commit writer against a real PostgreSQL: changes submitted together commit in one transaction, each
+//! with its own answer; one that fails does not fail the others; changes of one row in one batch see each other.
+//!
+//! The tests run on a current-thread runtime: `join_all` queues every change before the writer task first runs,
+//! so they all reach it as one batch.
+
+use crm_api::domain::interest::InterestBody;
+use crm_api::domain::{IfMatch, Interest, RowPatch};
+use crm_api::error::ApiError;
+use crm_api::service::writer::{Change, IdempotencyKey, Outcome, Writer};
+use crm_events::Subjects;
+use futures::future::join_all;
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use test_support::TestDb;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+async fn setup() -> (TestDb, PgPool, Writer, Uuid) {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    crm_db::migrate(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Arc::new(Notify::new()), 1);
+    (db, pool, writer, ws)
+}
+
+fn interest(email: &str) -> Interest {
+    let body = json!({"lead": {"email": email}, "interest": {"type": "positive_reply"}});
+    serde_json::from_value::<InterestBody>(body).unwrap().validate().unwrap()
+}
+
+fn new_lead(ws: Uuid, email: &str) -> Change {
+    Change::Interest { workspace_id: ws, interest: interest(email), key: None }
+}
+
+fn patch(ws: Uuid, id: Uuid, if_match: Option<&str>, body: serde_json::Value) -> Change {
+    let patch = RowPatch::parse(body.as_object().unwrap().clone()).unwrap();
+    Change::Patch { workspace_id: ws, id, if_match: if_match.map(IfMatch::parse), patch }
+}
+
+fn row(outcome: &Result<Outcome, ApiError>) -> &crm_mapping::CrmRow {
+    match outcome {
+        Ok(Outcome::Written { row, .. } | Outcome::Unchanged(row)) => row,
+        other => panic!("expected a row, got {other:?}"),
+    }
+}
+
+async fn events(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
+    let (_db, pool, writer, ws) = setup().await;
+    let changes = (0..20).map(|i| writer.submit(new_lead(ws, &format!("lead{i}@example.com"))));
+    let answers = join_all(changes).await;
+    let created: Vec<_> = answers.iter().map(row).collect();
+    assert!(answers.iter().all(|a| matches!(a, Ok(Outcome::Written { created: true, .. }))));
+    // One batch, one transaction: one clock for every row it wrote.
+    assert!(created.iter().all(|r| r.created_at == created[0].created_at), "the changes were not one batch");
+    assert_eq!(events(&pool).await, 20);
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetch_one(&pool).await.unwrap();
+    assert_eq!(pending, 20, "each event's delivery is created with it");
+}
+
+#[tokio::test]
+async fn one_bad_change_does_not_fail_its_batch() {
+    let (_db, pool, writer, ws) = setup().await;
+    writer.submit(new_lead(ws, "ada@example.com")).await.unwrap();
+    let grace = writer.submit(new_lead(ws, "grace@example.com")).await.unwrap();
+    let grace_id = match grace {
+        Outcome::Written { row, .. } => row.id,
+        other => panic!("{other:?}"),
+    };
+    let before = events(&pool).await;
+    let mut changes = vec![writer.submit(patch(ws, grace_id, None, json!({"email": "ADA@example.com"})))];
+    changes.extend((0..10).map(|i| writer.submit(new_lead(ws, &format!("n{i}@example.com")))));
+    let answers = join_all(changes).await;
+    assert!(
+        matches!(&answers[0], Err(ApiError::Conflict { field: Some("email"), .. })),
+        "the taken email is a 409: {:?}",
+        answers[0]
+    );
+    for answer in &answers[1..] {
+        assert!(matches!(answer, Ok(Outcome::Written { created: true, .. })), "{answer:?}");
+    }
+    assert_eq!(events(&pool).await - before, 10, "the ten good changes, each with its event");
+}
+
+#[tokio::test]
+async fn changes_of_one_row_in_one_batch_see_each_other() {
+    let (_db, pool, writer, ws) = setup().await;
+    // Three interests of one new lead: created, then counted twice.
+    let answers = join_all((0..3).map(|_| writer.submit(new_lead(ws, "lin@example.com")))).await;
+    let versions: Vec<i64> = answers.iter().map(|a| row(a).version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(row(&answers[2]).interest_count, 3);
+    assert!(matches!(answers[0], Ok(Outcome::Written { created: true, .. })));
+    let stored: Vec<(i64, String)> =
+        sqlx::query_as("SELECT (convert_from(payload, 'UTF8')::jsonb -> 'row' ->> 'version')::int8, msg_id::text FROM outbox ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3], "one event per version, in order");
+
+    // Two edits that both saw version 3: the first wins, the second is stale.
+    let id = row(&answers[0]).id;
+    let edits = vec![
+        writer.submit(patch(ws, id, Some("\"3\""), json!({"owner": "Ada"}))),
+        writer.submit(patch(ws, id, Some("\"3\""), json!({"owner": "Grace"}))),
+    ];
+    let edits = join_all(edits).await;
+    assert_eq!(row(&edits[0]).version, 4);
+    assert!(matches!(edits[1], Err(ApiError::PreconditionFailed { current: 4 })), "{:?}", edits[1]);
+}
+
+#[tokio::test]
+async fn a_key_sent_twice_in_one_batch_is_written_once_and_replayed() {
+    let (_db, pool, writer, ws) = setup().await;
+    let key = || Some(IdempotencyKey { key: "k-1".into(), request_hash: vec![7; 32] });
+    let keyed = || Change::Interest { workspace_id: ws, interest: interest("kay@example.com"), key: key() };
+    let answers = join_all([writer.submit(keyed()), writer.submit(keyed())]).await;
+    assert!(matches!(answers[0], Ok(Outcome::Written { created: true, .. })), "{:?}", answers[0]);
+    assert!(matches!(&answers[1], Ok(Outcome::Replayed { status: 201, .. })), "{:?}", answers[1]);
+    assert_eq!(events(&pool).await, 1);
+}
