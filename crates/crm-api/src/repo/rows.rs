@@ -84,9 +84,11 @@ static UPDATE: LazyLock<String> = LazyLock::new(|| {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // `r.id = ANY($1)` (the ids again, as the first array) makes the rows an index scan whatever the planner
+    // thinks of the arrays' lengths.
     format!(
         "UPDATE crm_rows r SET {set} FROM {}
-          WHERE r.id = t.id AND r.workspace_id = t.workspace_id AND r.version = t.expected
+          WHERE r.id = ANY($1) AND r.id = t.id AND r.workspace_id = t.workspace_id AND r.version = t.expected
           RETURNING r.id",
         unnest(&[("expected", "int8[]")])
     )
@@ -214,10 +216,16 @@ pub async fn lock_for_change(
     emails: &[(Uuid, String)],
     ids: &[(Uuid, Uuid)],
 ) -> Result<Vec<CrmRow>, sqlx::Error> {
+    // The pairs are joined to the table inside an `id IN (...)`: that plans as one index probe per pair (a nested
+    // loop over the arrays), where the pairs as `(a, b) IN (SELECT ... unnest)` or as two `= ANY` arrays may be
+    // planned as a scan of the whole table or a probe per combination of the two arrays.
     let sql = format!(
         "SELECT {} FROM crm_rows
-          WHERE (workspace_id, lower(email)) IN (SELECT ws, lower(e) FROM unnest($1::uuid[], $2::text[]) AS t(ws, e))
-             OR (workspace_id, id) IN (SELECT ws, i FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i))
+          WHERE id IN (SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
+                         JOIN crm_rows r ON r.workspace_id = t.ws AND lower(r.email) = lower(t.e)
+                       UNION ALL
+                       SELECT r.id FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i)
+                         JOIN crm_rows r ON r.id = u.i AND r.workspace_id = u.ws)
           ORDER BY id
           FOR UPDATE",
         *SELECT_LIST

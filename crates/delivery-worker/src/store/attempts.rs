@@ -94,7 +94,7 @@ pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), 
                 lease_until = NULL, updated_at = now(),
                 delivered_at = CASE WHEN i.status = 'succeeded' THEN now() ELSE d.delivered_at END
            FROM input i
-          WHERE d.id = i.delivery_id",
+          WHERE d.id = ANY($1) AND d.id = i.delivery_id",
         &ids,
         &attempts,
         &started,
