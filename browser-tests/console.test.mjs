@@ -280,9 +280,14 @@ async function assertInView(page, selector, label) {
   return r;
 }
 
-/** Scrolls to the end until the list says it has every row (the list pages with the cursor as it scrolls). */
+/**
+ * Scrolls to the end until the list says it has every row (the list pages with the cursor as it scrolls). It
+ * gives up only when the list stops growing for a while, not after a fixed time: a busy machine pages slowly.
+ */
 async function scrollUntilComplete(page, expected) {
-  for (let i = 0; i < 60; i += 1) {
+  let rows = -1;
+  let still = 0;
+  while (still < 60) {
     await scrollTo(page, { top: 'end' });
     const state = await page.evaluate(() => ({
       complete: document.querySelector('.list-foot')?.dataset.complete === 'true',
@@ -292,9 +297,11 @@ async function scrollUntilComplete(page, expected) {
       assert.equal(state.rows, expected);
       return;
     }
+    still = state.rows > rows ? 0 : still + 1;
+    rows = state.rows;
     await page.waitForTimeout(150);
   }
-  throw new Error('the list never reported that every row was loaded');
+  throw new Error(`the list stopped growing at ${rows} rows without reporting that every row was loaded`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -582,9 +589,17 @@ test('webhook settings: errors at the field, a write-only secret, generate-and-s
   await page.waitForFunction(() => document.querySelector('#wh-events-error').textContent.length > 0);
   assert.equal(await page.textContent('#wh-url-error'), '', 'the fixed field has no message any more');
 
-  // Saved: the secret input is emptied and only the last four characters are shown, now and later.
+  // A rate cap of 0 is refused at its field.
   await page.check('#wh-event-0');
   await page.check('#wh-event-1');
+  await page.fill('#wh-rate', '0');
+  await page.click('#wh-save');
+  await page.waitForFunction(() => document.querySelector('#wh-rate-error').textContent.length > 0);
+  assert.equal(await page.getAttribute('#wh-rate', 'aria-invalid'), 'true');
+  assert.equal(await page.textContent('#wh-events-error'), '');
+
+  // Saved: the secret input is emptied and only the last four characters are shown, now and later.
+  await page.fill('#wh-rate', '2.5');
   receiver.secrets.add(typed);
   await page.click('#wh-save');
   await page.waitForFunction(() => document.querySelector('#wh-status').textContent === 'Settings saved.');
@@ -601,13 +616,14 @@ test('webhook settings: errors at the field, a write-only secret, generate-and-s
   };
   await secretNowhere(typed, 'after saving');
   const saved = await expectStatus(v1('GET', '/settings/crm-webhook'), 200);
-  assert.deepEqual([saved.enabled, saved.url, saved.secret_set, saved.secret_last4],
-    [true, receiver.url, true, typed.slice(-4)]);
+  assert.deepEqual([saved.enabled, saved.url, saved.secret_set, saved.secret_last4, saved.max_per_second],
+    [true, receiver.url, true, typed.slice(-4), 2.5]);
   await shot(page, 'settings-desktop');
   await page.reload();
   await page.waitForFunction(() => document.querySelector('#wh-secret-state').textContent.includes('••••'));
   await secretNowhere(typed, 'after a reload');
   assert.equal(await page.inputValue('#wh-url'), receiver.url);
+  assert.equal(await page.inputValue('#wh-rate'), '2.5', 'the cap is shown, so saving again keeps it');
 
   // Generate: shown once, in its own box; gone for good once dismissed or after leaving the page.
   await page.click('#wh-generate');

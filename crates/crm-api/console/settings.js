@@ -4,6 +4,13 @@ import {
   EVENTS, h, $, shortTime, api, isAbort, viewShell,
 } from './common.js';
 
+function rateValue(text) {
+  const t = text.trim();
+  if (t === '') return null;
+  const n = Number(t);
+  return Number.isFinite(n) ? n : t;
+}
+
 export function settingsView(main, { signal }) {
   const ui = viewShell(main, {
     title: 'CRM webhook',
@@ -24,6 +31,11 @@ export function settingsView(main, { signal }) {
   const eventBoxes = EVENTS.map(([value, label], i) => {
     const input = h('input', { type: 'checkbox', id: `wh-event-${i}`, value, name: 'events' });
     return { input, el: h('div', { class: 'check' }, input, h('label', { for: `wh-event-${i}`, text: label })) };
+  });
+  // The optional rate cap; PUT replaces it, so the form always sends what this field holds.
+  const rate = h('input', {
+    type: 'text', id: 'wh-rate', inputmode: 'decimal', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'No limit', 'aria-describedby': 'wh-rate-help wh-rate-error',
   });
   const secretState = h('p', { class: 'secret-state', id: 'wh-secret-state' });
   const secret = h('input', {
@@ -57,6 +69,16 @@ export function settingsView(main, { signal }) {
       eventBoxes.map((b) => b.el),
       fieldError('wh-events-error')),
     h('div', { class: 'field' },
+      h('label', { for: 'wh-rate', text: 'Most requests per second (optional)' }),
+      rate,
+      h('p', {
+        class: 'help',
+        id: 'wh-rate-help',
+        text: 'For a CRM with a request quota: the workers together send no faster than this (0.5 is one every '
+          + 'two seconds). Empty: as fast as the endpoint answers.',
+      }),
+      fieldError('wh-rate-error')),
+    h('div', { class: 'field' },
       h('label', { for: 'wh-secret', text: 'Signing secret' }),
       secretState,
       secret,
@@ -76,8 +98,12 @@ export function settingsView(main, { signal }) {
     updated);
   page.append(form);
 
-  const errorSlots = { enabled: 'wh-enabled-error', url: 'wh-url-error', events: 'wh-events-error', secret: 'wh-secret-error' };
-  const inputsFor = { enabled: [enabled], url: [url], events: eventBoxes.map((b) => b.input), secret: [secret] };
+  const errorSlots = {
+    enabled: 'wh-enabled-error', url: 'wh-url-error', events: 'wh-events-error', max_per_second: 'wh-rate-error', secret: 'wh-secret-error',
+  };
+  const inputsFor = {
+    enabled: [enabled], url: [url], events: eventBoxes.map((b) => b.input), max_per_second: [rate], secret: [secret],
+  };
 
   function clearErrors() {
     for (const id of Object.values(errorSlots)) $(id).textContent = '';
@@ -109,6 +135,7 @@ export function settingsView(main, { signal }) {
     enabled.checked = !!s.enabled;
     url.value = s.url ?? '';
     for (const b of eventBoxes) b.input.checked = (s.events ?? []).includes(b.input.value);
+    rate.value = s.max_per_second == null ? '' : String(s.max_per_second);
     secretState.textContent = s.secret_set
       ? `A secret is set, ending in ••••${s.secret_last4 ?? ''}.`
       : 'No secret is set yet.';
@@ -142,6 +169,8 @@ export function settingsView(main, { signal }) {
       enabled: enabled.checked,
       url: url.value.trim() || null,
       events: eventBoxes.filter((b) => b.input.checked).map((b) => b.input.value),
+      // A number when it reads as one; otherwise the text as typed, so the API names what is wrong with it.
+      max_per_second: rateValue(rate.value),
     };
     if (secret.value) body.secret = secret.value;
     save.disabled = true;

@@ -15,7 +15,8 @@
 //!
 //! It wakes when this process's writers commit events (in-process, no round trip), on the `crm_outbox`
 //! notification that the rare other writers of the outbox send (a test event, a redelivery, a re-driven parked
-//! event, another replica's events while its own relay is away), and polls as a fallback.
+//! event), and polls as a fallback: the poll is what publishes another replica's events if that replica stopped
+//! before its own relay did.
 
 use crate::metrics::ApiMetrics;
 use crate::repo::outbox::{self, Pending};

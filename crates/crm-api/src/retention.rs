@@ -1,5 +1,5 @@
 //! Retention of the delivery log: without it `deliveries`, their `delivery_attempts` and the event bodies kept in
-//! `deliveries.event` grow for ever. crm-api's housekeeping calls [`prune_deliveries`] every few minutes with
+//! `deliveries.event` grow for ever. crm-api's housekeeping calls [`prune_deliveries`] at start and every ten minutes with
 //! `CRM_DELIVERY_RETENTION_DAYS` (default 30).
 
 use sqlx::PgPool;

@@ -99,8 +99,9 @@ pub fn field_schema(field: &Field, r: &dyn Fn(&str) -> Value) -> Value {
     schema
 }
 
-/// A non-negative decimal with at most four fractional digits, as [`Kind::Decimal`] takes it.
-pub const DECIMAL_PATTERN: &str = "^[0-9]+(\\.[0-9]{1,4})?$";
+/// A non-negative decimal with at most 15 integer and 4 fractional digits (what the API takes), as
+/// [`Kind::Decimal`] takes it.
+pub const DECIMAL_PATTERN: &str = "^[0-9]{1,15}(\\.[0-9]{1,4})?$";
 
 fn merge(into: &mut Value, extra: Value) {
     if let (Value::Object(into), Value::Object(extra)) = (into, extra) {

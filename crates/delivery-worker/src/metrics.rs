@@ -59,7 +59,7 @@ pub struct WorkerMetrics {
     pub attempt_duration: Family<OutcomeLabel, Histogram>,
     /// NAKs with a backoff delay.
     pub retries_scheduled: Counter,
-    /// Messages handed back without an attempt, by reason: workspace_limit, endpoint_paused, leased, shutdown.
+    /// Messages handed back without an attempt, by reason: backlog, leased, shutdown.
     pub held_back: Family<ReasonLabel, Counter>,
     /// Messages acked without sending because the delivery had already ended (the send-log guard).
     pub duplicates_suppressed: Counter,

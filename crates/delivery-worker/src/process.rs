@@ -30,6 +30,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// How long a pause after a database error lasts before the message comes back.
 const DB_RETRY: Duration = Duration::from_secs(2);
@@ -104,7 +105,10 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) -> Feedback {
 
 /// The steps of one delivery. `Err` is an answer given before an attempt was made.
 async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<(Verdict, Feedback), Verdict> {
-    let event = decode(message)?;
+    let event = match decode(message) {
+        Ok(event) => event,
+        Err(reason) => return Err(stop_undecodable(ctx, message, &reason).await),
+    };
     let span = tracing::Span::current();
     span.record("event_id", tracing::field::display(event.id));
     span.record("workspace_id", tracing::field::display(event.workspace_id));
@@ -121,12 +125,32 @@ async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<(Verdict, Fe
     Ok(settle(ctx, message, &event, concluded).await)
 }
 
-/// Step 1: the event. A body this build cannot read never will be: stop it rather than loop on it.
-fn decode(message: &jetstream::Message) -> Result<RowChangedEvent, Verdict> {
-    RowChangedEvent::from_slice(&message.payload).map_err(|e| {
-        tracing::error!(error = %e, subject = %message.subject, "undecodable event; terminating the message");
-        Verdict::Term
-    })
+/// Step 1: the event. A body this build cannot read never will be: it is stopped rather than looped on.
+fn decode(message: &jetstream::Message) -> Result<RowChangedEvent, String> {
+    RowChangedEvent::from_slice(&message.payload).map_err(|e| e.to_string())
+}
+
+/// The message id the relay published with: the event id.
+fn message_id(message: &jetstream::Message) -> Option<Uuid> {
+    let headers = message.headers.as_ref()?;
+    headers.get(async_nats::header::NATS_MESSAGE_ID)?.as_str().parse().ok()
+}
+
+/// Ends an undecodable event: its delivery (found by the message id, which is the event id, when crm-api created
+/// one) is marked failed with the reason, so it does not stay pending for ever, and the message is terminated.
+async fn stop_undecodable(ctx: &Ctx, message: &jetstream::Message, reason: &str) -> Verdict {
+    tracing::error!(error = %reason, subject = %message.subject, "undecodable event; terminating the message");
+    let Some(id) = message_id(message) else { return Verdict::Term };
+    match store::fail_undecodable(&ctx.fast_pool, id, &format!("undecodable event: {reason}")).await {
+        Ok(()) => {
+            ctx.metrics.count(DeliveryStatus::Failed);
+            Verdict::Term
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "recording an undecodable event failed; handing the message back");
+            Verdict::Nak(DB_RETRY)
+        }
+    }
 }
 
 /// Where a delivery goes, and how it is signed.
@@ -195,7 +219,7 @@ struct Claimed {
     budget_attempt: u32,
 }
 
-/// Step 4: the send-log guard. An ended delivery is acked unsent; one another worker is sending is handed back.
+/// Step 3: the send-log guard. An ended delivery is acked unsent; one another worker is sending is handed back.
 async fn claim(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Claimed, Verdict> {
     match ctx.claimer.claim(ClaimRequest { event: event.clone(), raw: raw.to_vec() }).await {
         Ok(Claim::Ready { attempts, budget_start }) => {
@@ -224,7 +248,7 @@ struct Attempted {
     outcome: SendOutcome,
 }
 
-/// Step 5: sign and send, keeping the message ours with in-progress acks while the request runs. `None` when the
+/// Step 4: sign and send, keeping the message ours with in-progress acks while the request runs. `None` when the
 /// worker's hard stop came first.
 async fn attempt(
     ctx: &Ctx,
@@ -257,7 +281,7 @@ struct Concluded {
     feedback: Feedback,
 }
 
-/// Step 6: the retry policy's decision on the answer, and the record of the attempt.
+/// Step 5: the retry policy's decision on the answer, and the record of the attempt.
 fn conclude(ctx: &Ctx, event: &RowChangedEvent, claimed: &Claimed, attempted: Attempted) -> Concluded {
     let Attempted { started_at, outcome } = attempted;
     let decision = ctx.retry.decide(&outcome, claimed.budget_attempt, jitter());
@@ -300,7 +324,7 @@ fn conclude(ctx: &Ctx, event: &RowChangedEvent, claimed: &Claimed, attempted: At
     Concluded { decision, record, verdict, feedback }
 }
 
-/// Step 7: the attempt's consequences. A gone endpoint turns the webhook off (before the delivery shows as
+/// Step 6: the attempt's consequences. A gone endpoint turns the webhook off (before the delivery shows as
 /// failed, so whoever reads the log sees the settings already say why); the attempt is recorded and counted.
 async fn settle(
     ctx: &Ctx,

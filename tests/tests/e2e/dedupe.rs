@@ -75,3 +75,52 @@ async fn a_message_that_comes_back_after_success_is_acked_not_sent() {
     let js = p.stream.jetstream().await;
     assert_eq!(crm_tests::stream::message_count(&js, &p.stream.stream).await, 0, "the copy was acked");
 }
+
+#[tokio::test]
+async fn an_event_this_build_cannot_read_ends_its_delivery_as_failed_and_blocks_nothing() {
+    let p = Pipeline::spawn().await;
+    let (ws, token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
+    // Two open deliveries whose events this worker cannot read: a body that is no event, and an event of a newer
+    // schema version. Neither may leave its delivery pending for ever.
+    let garbage = uuid::Uuid::now_v7();
+    let future = uuid::Uuid::now_v7();
+    for id in [garbage, future] {
+        sqlx::query(
+            "INSERT INTO deliveries (id, workspace_id, event_type, status, event) VALUES ($1, $2, 'crm_row.created', 'pending', '')",
+        )
+        .bind(id)
+        .bind(ws)
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    }
+    let js = p.stream.jetstream().await;
+    let subject = crm_events::Subjects::new(p.stream.prefix.clone()).row_changed(ws);
+    let mut newer = serde_json::to_value(RowChangedEvent {
+        schema_version: EVENT_SCHEMA_VERSION,
+        id: future,
+        event_type: EventType::WebhookTest,
+        occurred_at: chrono::Utc::now(),
+        workspace_id: ws,
+        trigger: Trigger::Test,
+        row: None,
+        changed_fields: vec![],
+        previous: Default::default(),
+    })
+    .unwrap();
+    newer["schema_version"] = serde_json::json!(EVENT_SCHEMA_VERSION + 1);
+    for (id, body) in [(garbage, b"{not json".to_vec()), (future, serde_json::to_vec(&newer).unwrap())] {
+        let message =
+            async_nats::jetstream::message::PublishMessage::build().payload(body.into()).message_id(id.to_string());
+        js.send_publish(subject.clone(), message).await.unwrap().await.unwrap();
+    }
+    for id in [garbage, future] {
+        let delivery = p.wait_status(ws, &token, &id.to_string(), "failed", Duration::from_secs(10)).await;
+        let error = delivery["last_error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("undecodable event"), "{delivery}");
+    }
+    // The events behind them go out.
+    p.api.interest(ws, &token, "after@example.com").await.expect(201);
+    p.receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(p.receiver.count(), 1, "neither unreadable event was sent");
+}

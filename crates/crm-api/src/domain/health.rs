@@ -1,8 +1,5 @@
 //! A webhook endpoint's health, as the console shows it: from the settings and what the workers report.
 
-use crate::repo::endpoint::EndpointReport;
-use crate::repo::settings::StoredSettings;
-
 /// Where the endpoint stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -19,14 +16,27 @@ pub enum EndpointHealth {
     Disabled,
 }
 
-pub fn health(settings: &StoredSettings, report: &EndpointReport) -> EndpointHealth {
-    if !settings.enabled && settings.disabled_reason.is_some() {
+/// What the health is decided from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signals {
+    /// The system turned the webhook off (it is disabled and says why).
+    pub turned_off: bool,
+    /// Some worker reports the endpoint paused.
+    pub paused: bool,
+    /// Some worker reports work waiting for the endpoint's own limit or rate.
+    pub limited: bool,
+    /// Workers reporting the endpoint now.
+    pub workers: i64,
+}
+
+pub fn health(s: Signals) -> EndpointHealth {
+    if s.turned_off {
         EndpointHealth::Disabled
-    } else if report.paused {
+    } else if s.paused {
         EndpointHealth::Paused
-    } else if report.limited {
+    } else if s.limited {
         EndpointHealth::Limited
-    } else if report.workers > 0 {
+    } else if s.workers > 0 {
         EndpointHealth::Healthy
     } else {
         EndpointHealth::Idle
@@ -39,17 +49,15 @@ mod tests {
 
     #[test]
     fn disabled_wins_then_paused_then_limited() {
-        let mut settings = StoredSettings { enabled: true, ..Default::default() };
-        let mut report = EndpointReport::default();
-        assert_eq!(health(&settings, &report), EndpointHealth::Idle);
-        report.workers = 2;
-        assert_eq!(health(&settings, &report), EndpointHealth::Healthy);
-        report.limited = true;
-        assert_eq!(health(&settings, &report), EndpointHealth::Limited);
-        report.paused = true;
-        assert_eq!(health(&settings, &report), EndpointHealth::Paused);
-        settings.enabled = false;
-        settings.disabled_reason = Some("endpoint answered 410 Gone".into());
-        assert_eq!(health(&settings, &report), EndpointHealth::Disabled);
+        let mut s = Signals::default();
+        assert_eq!(health(s), EndpointHealth::Idle);
+        s.workers = 2;
+        assert_eq!(health(s), EndpointHealth::Healthy);
+        s.limited = true;
+        assert_eq!(health(s), EndpointHealth::Limited);
+        s.paused = true;
+        assert_eq!(health(s), EndpointHealth::Paused);
+        s.turned_off = true;
+        assert_eq!(health(s), EndpointHealth::Disabled);
     }
 }

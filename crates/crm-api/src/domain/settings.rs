@@ -36,11 +36,12 @@ pub struct SettingsBody {
     /// 16 to 256 bytes, or 16 to 256 characters without whitespace or control characters (the key is then its
     /// UTF-8 bytes). A new secret replacing a set one keeps the old one signing for 24 hours.
     #[serde(default)]
-    #[schema(value_type = Option<String>, write_only, min_length = 16, max_length = 512)]
+    #[schema(value_type = Option<String>, write_only, min_length = 16, max_length = 350)]
     secret: Option<SecretString>,
     /// Optional: the most requests per second to send to the URL, for a CRM that enforces a quota (`0.5` is one
     /// every two seconds). More than 0, at most 10000. Absent or null: no cap. The workers pace to it together
-    /// (each to its share), without handing anything back or spending the retry budget.
+    /// (each to its share) without spending the retry budget: what they hold waits its turn, and a burst larger
+    /// than a few seconds' worth goes back to the stream for a while (not an attempt).
     #[serde(default)]
     #[schema(exclusive_minimum = 0.0, maximum = 10000.0)]
     max_per_second: Option<f64>,

@@ -1,6 +1,6 @@
-//! SQL of the delivery log, as crm-api reads it, and what crm-api writes to it: a pending delivery for a test event
-//! (so its id can be looked up at once) and the re-opening of an ended delivery for a redelivery. The worker
-//! writes everything else.
+//! SQL of the delivery log, as crm-api reads it, and what crm-api writes to it: the pending delivery of every event,
+//! created in the event's own transaction (so its id can be looked up at once, and the worker only claims it), and
+//! the re-opening of an ended delivery for a redelivery. The worker writes the attempts and the outcomes.
 
 use chrono::{DateTime, Utc};
 use crm_db::DeliveryStatus;

@@ -185,7 +185,12 @@ pub async fn health(
     let settings = crate::repo::settings::get(&state.pool, caller.workspace_id).await?;
     let report = crate::repo::endpoint::report(&state.pool, caller.workspace_id).await?;
     Ok(Json(EndpointHealthView {
-        state: crate::domain::health::health(&settings, &report),
+        state: crate::domain::health::health(crate::domain::health::Signals {
+            turned_off: !settings.enabled && settings.disabled_reason.is_some(),
+            paused: report.paused,
+            limited: report.limited,
+            workers: report.workers,
+        }),
         workers: report.workers,
         concurrency_limit: report.concurrency_limit,
         in_flight: report.in_flight,

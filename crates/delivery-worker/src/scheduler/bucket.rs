@@ -25,9 +25,14 @@ impl TokenBucket {
         self.rate
     }
 
-    fn refill(&mut self, now: Instant) {
+    /// The tokens there are at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        (self.tokens + elapsed * self.rate).min(self.capacity)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.tokens_at(now);
         self.at = now;
     }
 
@@ -43,13 +48,13 @@ impl TokenBucket {
     }
 
     /// How long until a token is there (zero when one is).
-    pub fn wait(&mut self, now: Instant) -> Duration {
-        self.refill(now);
-        if self.tokens >= 1.0 - EPSILON {
+    pub fn wait(&self, now: Instant) -> Duration {
+        let tokens = self.tokens_at(now);
+        if tokens >= 1.0 - EPSILON {
             Duration::ZERO
         } else {
             // Never a zero wait for a token that is not there: a caller would wake and find none, again and again.
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate).max(Duration::from_micros(1))
+            Duration::from_secs_f64((1.0 - tokens) / self.rate).max(Duration::from_micros(1))
         }
     }
 }

@@ -59,7 +59,8 @@ pub struct SchedulerConfig {
 /// What the endpoint's settings say that the scheduler needs (the webhook's optional rate limit), when known.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pacing {
-    /// Not known yet: the endpoint sends one request at a time until the first one has loaded its settings.
+    /// Not known (the settings are loading): the last known pacing holds; an endpoint never known sends one
+    /// request at a time until the first one has loaded its settings.
     Unknown,
     Unlimited,
     PerSecond(f64),
@@ -97,6 +98,9 @@ struct Endpoint<M> {
     last_active: Instant,
     /// When the last request went out.
     last_sent: Option<Instant>,
+    /// The pacing last known: kept while the settings are reloading (their cache entry expired or was
+    /// invalidated), so a busy endpoint keeps its limit and its rate bucket meanwhile.
+    pacing: Pacing,
 }
 
 impl<M> Endpoint<M> {
@@ -110,32 +114,38 @@ impl<M> Endpoint<M> {
             hold_until: None,
             last_active: now,
             last_sent: None,
+            pacing: Pacing::Unknown,
         }
     }
 
-    /// Deliveries per second this endpoint takes at most, as far as is known.
+    /// Deliveries per second this endpoint takes at most while it may send, as far as is known.
+    fn send_rate(&self) -> f64 {
+        let latency = self.limiter.latency().unwrap_or(ASSUMED_LATENCY).max(Duration::from_micros(100));
+        let by_concurrency = self.limiter.limit() as f64 / latency.as_secs_f64();
+        self.bucket.as_ref().map_or(by_concurrency, |b| by_concurrency.min(b.rate()))
+    }
+
+    /// Deliveries per second this endpoint takes now: none while it is paused or held.
     fn drain_rate(&self, now: Instant) -> f64 {
         if self.blocked_until(now).is_some() {
             return 0.0;
         }
-        let latency = self.limiter.latency().unwrap_or(ASSUMED_LATENCY).max(Duration::from_micros(100));
-        let by_concurrency = self.limiter.limit() as f64 / latency.as_secs_f64();
-        self.bucket.as_ref().map_or(by_concurrency, |b| by_concurrency.min(b.rate()))
+        self.send_rate()
     }
 
     fn queue_cap(&self, buffer: usize, now: Instant) -> usize {
         ((self.drain_rate(now) * HORIZON.as_secs_f64()) as usize).clamp(MIN_QUEUE, buffer.max(MIN_QUEUE))
     }
 
-    /// How long what the endpoint already holds takes to drain: the delay for a message it cannot hold.
+    /// How long what the endpoint already holds takes to drain: the delay for a message it cannot hold. While it
+    /// is paused or held, that is the rest of the pause plus the drain once it may send again (a 1 s
+    /// `Retry-After` hands back for about a second, not for the longest delay).
     fn backlog_delay(&self, now: Instant) -> Duration {
-        let rate = self.drain_rate(now);
+        let rate = self.send_rate();
         let backlog = self.queue.len() + self.in_flight;
-        let mut delay = if rate > 0.0 { Duration::from_secs_f64(backlog as f64 / rate) } else { MAX_BACKLOG_DELAY };
-        if let Some(until) = self.blocked_until(now) {
-            delay = delay.max(until - now);
-        }
-        delay.clamp(MIN_BACKLOG_DELAY, MAX_BACKLOG_DELAY)
+        let drain = if rate > 0.0 { Duration::from_secs_f64(backlog as f64 / rate) } else { MAX_BACKLOG_DELAY };
+        let blocked = self.blocked_until(now).map_or(Duration::ZERO, |until| until - now);
+        (blocked + drain).clamp(MIN_BACKLOG_DELAY, MAX_BACKLOG_DELAY)
     }
 
     /// Until when nothing may be sent, if that is so now.
@@ -255,6 +265,10 @@ impl<M> Scheduler<M> {
         if e.queue.is_empty() || e.hold_until.is_some_and(|until| until > now) {
             return None;
         }
+        if pacing != Pacing::Unknown {
+            e.pacing = pacing;
+        }
+        let pacing = e.pacing;
         let limit = match pacing {
             Pacing::Unknown => 1,
             _ => e.limiter.limit(),
@@ -295,13 +309,13 @@ impl<M> Scheduler<M> {
 
     /// When something blocked now may become sendable (a pause or hold ending, a rate token arriving), if any
     /// endpoint with queued work is waiting for one.
-    pub fn next_wake(&mut self, now: Instant) -> Option<Instant> {
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         for endpoint in &self.ring {
-            let Some(e) = self.endpoints.get_mut(endpoint) else { continue };
+            let Some(e) = self.endpoints.get(endpoint) else { continue };
             let at = match e.blocked_until(now) {
                 Some(until) => Some(until),
-                None => e.bucket.as_mut().map(|b| now + b.wait(now)).filter(|at| *at > now),
+                None => e.bucket.as_ref().map(|b| now + b.wait(now)).filter(|at| *at > now),
             };
             if let Some(at) = at {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
@@ -391,9 +405,16 @@ impl<M> Scheduler<M> {
             .iter()
             .map(|(id, e)| {
                 let paused_until = e.blocked_until(now);
+                // Limited: work waits for the endpoint's own limit or rate, not merely for a free slot of this
+                // worker (busy with other endpoints) or for its settings to load.
+                let own_limit = match e.pacing {
+                    Pacing::Unknown => 1,
+                    _ => e.limiter.limit(),
+                };
+                let at_rate = e.bucket.as_ref().is_some_and(|b| b.wait(now) > Duration::ZERO);
                 let state = if paused_until.is_some() {
                     EndpointState::Paused
-                } else if !e.queue.is_empty() {
+                } else if !e.queue.is_empty() && (e.in_flight >= own_limit || at_rate) {
                     EndpointState::Limited
                 } else {
                     EndpointState::Healthy

@@ -202,17 +202,84 @@ fn retry_after_holds_the_endpoint_and_the_breaker_pauses_then_probes() {
     let mut sched: Scheduler<u32> = Scheduler::new(config(16, 256));
     let mut now = Instant::now();
     let e = Uuid::now_v7();
-    for i in 0..3 {
+    for i in 0..4 {
         sched.offer(e, i, now).unwrap();
     }
     let d = sched.next(now, unlimited).unwrap();
     let busy = Feedback::Retryable { took: MS, overloaded: true, retry_after: Some(Duration::from_secs(3)) };
     sched.complete(d.endpoint, d.probe, busy, now);
     assert!(sched.next(now, unlimited).is_none(), "held for Retry-After");
+    assert_eq!(sched.snapshot(now)[0].state, EndpointState::Paused);
     assert_eq!(sched.next_wake(now), Some(now + Duration::from_secs(3)));
     now += Duration::from_secs(3);
-    assert!(sched.next(now, unlimited).is_some());
-    assert_eq!(sched.snapshot(now)[0].state, EndpointState::Limited);
+    // The 429 halved the limit (4 to 2): two go, one waits for the endpoint's own limit.
+    assert_eq!(std::iter::from_fn(|| sched.next(now, unlimited)).count(), 2);
+    let snapshot = sched.snapshot(now);
+    assert_eq!((snapshot[0].in_flight, snapshot[0].queued), (2, 1));
+    assert_eq!(snapshot[0].state, EndpointState::Limited);
+}
+
+#[test]
+fn a_retry_after_hands_back_for_about_its_length_not_the_longest_delay() {
+    let mut sched: Scheduler<u32> = Scheduler::new(config(16, 256));
+    let now = Instant::now();
+    let e = Uuid::now_v7();
+    sched.offer(e, 0, now).unwrap();
+    let d = sched.next(now, unlimited).unwrap();
+    let busy = Feedback::Retryable { took: MS, overloaded: true, retry_after: Some(Duration::from_secs(1)) };
+    sched.complete(d.endpoint, d.probe, busy, now);
+    // Held, it takes a handful, and hands the rest back for the hold plus the drain of what it holds.
+    let taken = (1..=50).filter(|i| sched.offer(e, *i, now).is_ok()).count();
+    assert_eq!(taken, MIN_QUEUE);
+    let (_, delay) = sched.offer(e, 99, now).unwrap_err();
+    assert!(delay >= Duration::from_secs(1) && delay < Duration::from_secs(2), "{delay:?}");
+}
+
+#[test]
+fn a_busy_endpoint_keeps_its_limit_and_rate_while_its_settings_reload() {
+    let mut sim = Sim::new(32, 256);
+    let hot = Uuid::now_v7();
+    let mut refill = |sim: &mut Sim| {
+        let room = 256 - sim.sched.held();
+        sim.offer(hot, room);
+    };
+    sim.run(300, &mut refill, &unlimited, &|_| fast(50 * MS));
+    assert_eq!(sim.max_in_flight[&hot], 32);
+    // The settings' cache entry expired: the scheduler hears "not known" until one delivery reloads them.
+    sim.max_in_flight.clear();
+    sim.run(50, &mut refill, &|_| Pacing::Unknown, &|_| fast(50 * MS));
+    assert_eq!(sim.max_in_flight[&hot], 32, "not one request at a time");
+
+    // Likewise a rate: paced at 20/s, it stays paced (no new bucket, no burst) while the settings reload.
+    let mut sim = Sim::new(32, 256);
+    let paced = Uuid::now_v7();
+    sim.offer(paced, 100);
+    let start = sim.now;
+    let mut none = |_: &mut Sim| {};
+    sim.run(10, &mut none, &|_| Pacing::PerSecond(20.0), &|_| fast(MS));
+    while sim.sent[&paced] < 40 {
+        sim.run(1, &mut none, &|_| Pacing::Unknown, &|_| fast(MS));
+    }
+    let elapsed = sim.now.duration_since(start);
+    // One at once, then 20 per second: the 40th goes out after about two seconds.
+    assert!(elapsed >= Duration::from_millis(1900) && elapsed <= Duration::from_millis(2100), "{elapsed:?}");
+}
+
+#[test]
+fn an_endpoint_waiting_only_for_a_free_slot_of_the_worker_is_healthy_not_limited() {
+    let mut sched: Scheduler<u32> = Scheduler::new(config(2, 256));
+    let now = Instant::now();
+    let (busy, waiting) = (Uuid::now_v7(), Uuid::now_v7());
+    sched.offer(busy, 0, now).unwrap();
+    sched.offer(busy, 1, now).unwrap();
+    assert_eq!(std::iter::from_fn(|| sched.next(now, unlimited)).count(), 2, "the worker's two slots");
+    for i in 2..5 {
+        sched.offer(waiting, i, now).unwrap();
+    }
+    assert!(sched.next(now, unlimited).is_none());
+    let state = |id| sched.snapshot(now).into_iter().find(|s| s.endpoint == id).unwrap().state;
+    assert_eq!(state(waiting), EndpointState::Healthy, "its own limit (4) is not reached");
+    assert_eq!(state(busy), EndpointState::Healthy, "nothing of its own waits");
 }
 
 #[test]
