@@ -100,11 +100,13 @@ async fn changes_of_one_row_in_one_batch_see_each_other() {
     assert_eq!(versions, [1, 2, 3]);
     assert_eq!(row(&answers[2]).interest_count, 3);
     assert!(matches!(answers[0], Ok(Outcome::Written { created: true, .. })));
-    let stored: Vec<(i64, String)> =
-        sqlx::query_as("SELECT (convert_from(payload, 'UTF8')::jsonb -> 'row' ->> 'version')::int8, msg_id::text FROM outbox ORDER BY seq")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let stored: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (convert_from(d.event, 'UTF8')::jsonb -> 'row' ->> 'version')::int8, o.msg_id::text
+               FROM outbox o JOIN deliveries d ON d.id = o.msg_id ORDER BY o.seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(stored.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3], "one event per version, in order");
 
     // Two edits that both saw version 3: the first wins, the second is stale.

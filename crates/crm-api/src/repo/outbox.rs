@@ -61,22 +61,20 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Adds many events to the outbox in one statement, inside the caller's transaction.
-pub async fn enqueue_many(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+/// Adds many events to the outbox in one statement, inside the caller's transaction, without their bodies: each
+/// event's delivery, created in the same transaction, holds the body, and the relay reads it from there.
+pub async fn enqueue_many_with_deliveries(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.msg_id).collect();
     let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
     let headers: Vec<serde_json::Value> =
         events.iter().map(|e| serde_json::to_value(e.headers).unwrap_or_default()).collect();
     sqlx::query!(
-        "INSERT INTO outbox (msg_id, subject, payload, headers)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::jsonb[])",
+        "INSERT INTO outbox (msg_id, subject, headers) SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
         &ids,
         &subjects as &[&str],
-        &payloads as &[&[u8]],
         &headers
     )
     .execute(conn)
@@ -87,15 +85,36 @@ pub async fn enqueue_many(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> R
 /// Takes up to `limit` unpublished events, oldest first, skipping rows another relay holds: they are deleted
 /// in the caller's transaction and come back if it rolls back (a failed publish, a crash), so taking them and
 /// marking them sent is one statement. Committing the transaction is the mark.
+///
+/// An event enqueued without its body gets it from its delivery. One whose delivery is gone (its workspace was
+/// deleted, which deletes its deliveries) is dropped: there is nobody left to send it to.
 pub async fn take(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
-    let mut pending = sqlx::query_as!(
-        Pending,
-        r#"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-           RETURNING seq, msg_id, subject, payload, headers AS "headers: Json<BTreeMap<String, String>>", created_at"#,
+    let taken = sqlx::query!(
+        r#"WITH taken AS (
+             DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, msg_id, subject, payload, headers, created_at)
+           SELECT t.seq AS "seq!", t.msg_id AS "msg_id!", t.subject AS "subject!",
+                  COALESCE(t.payload, d.event) AS payload,
+                  t.headers AS "headers!: Json<BTreeMap<String, String>>", t.created_at AS "created_at!"
+             FROM taken t LEFT JOIN deliveries d ON t.payload IS NULL AND d.id = t.msg_id"#,
         limit
     )
     .fetch_all(tx)
     .await?;
+    let mut pending = Vec::with_capacity(taken.len());
+    for t in taken {
+        match t.payload {
+            Some(payload) => pending.push(Pending {
+                seq: t.seq,
+                msg_id: t.msg_id,
+                subject: t.subject,
+                payload,
+                headers: t.headers,
+                created_at: t.created_at,
+            }),
+            None => tracing::info!(event_id = %t.msg_id, "outbox event dropped: its delivery (and workspace) are gone"),
+        }
+    }
     // RETURNING does not promise an order; publish in commit order.
     pending.sort_unstable_by_key(|p| p.seq);
     Ok(pending)

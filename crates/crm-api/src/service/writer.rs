@@ -298,7 +298,7 @@ async fn run_once(
             return Err(sqlx::Error::Protocol("a locked row changed under the batch".into()));
         }
         let messages: Vec<NewEvent> = events.iter().map(|(e, i)| NewEvent::of(subjects, e, items[*i].1)).collect();
-        outbox::enqueue_many(&mut tx, &messages).await?;
+        outbox::enqueue_many_with_deliveries(&mut tx, &messages).await?;
         let pending: Vec<(&RowChangedEvent, &[u8])> =
             events.iter().zip(&messages).map(|((e, _), m)| (e, m.payload.as_slice())).collect();
         deliveries::create_pending_many(&mut tx, &pending).await?;
