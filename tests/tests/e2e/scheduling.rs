@@ -109,7 +109,14 @@ async fn a_rate_cap_is_paced_to_without_handing_back_or_retrying() {
     }
     let metrics = p.workers[0].metrics().await;
     assert_eq!(metric(&metrics, "webhook_held_back_total{reason=\"backlog\"}"), 0.0, "nothing was handed back");
-    let list = p.api.get(&format!("/v1/workspaces/{ws}/crm-webhook/deliveries?limit=50"), Some(&token)).await.json();
+    // The receiver has seen all 30; the worker records the last attempts just after their answers.
+    let path = format!("/v1/workspaces/{ws}/crm-webhook/deliveries?limit=50");
+    crm_tests::eventually(Duration::from_secs(10), || async {
+        let list = p.api.get(&path, Some(&token)).await.json();
+        list["deliveries"].as_array().unwrap().iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let list = p.api.get(&path, Some(&token)).await.json();
     for d in list["deliveries"].as_array().unwrap() {
         assert_eq!(d["attempts"], 1, "pacing spends no retry: {d}");
     }
