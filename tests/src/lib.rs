@@ -4,6 +4,7 @@
 //! test file needs only this crate.
 
 pub mod api;
+pub mod burst;
 pub mod pipeline;
 pub mod stream;
 

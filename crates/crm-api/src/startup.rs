@@ -125,7 +125,7 @@ async fn run_relay(
     let mut backoff = service_common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match nats::ensure_stream(&js, stream.clone()).await {
-            Ok(()) => break,
+            Ok(_drift) => break,
             Err(e) => {
                 tracing::warn!(error = %e, stream = %stream.name, "cannot create or update the stream yet");
                 if !backoff.wait(&shutdown).await {

@@ -54,7 +54,7 @@ pub struct LoadStats {
 
 pub struct Generator {
     client: reqwest::Client,
-    api_url: String,
+    api_urls: Arc<Vec<String>>,
     targets: Arc<Vec<Target>>,
     ledger: Arc<Ledger>,
     pub stats: Arc<LoadStats>,
@@ -65,6 +65,18 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(api_url: &str, targets: Vec<Target>, ledger: Arc<Ledger>, scenario: Scenario) -> anyhow::Result<Self> {
+        Self::over(vec![api_url.to_owned()], targets, ledger, scenario)
+    }
+
+    /// A generator that spreads its requests over several crm-api replicas, as a load balancer would: request
+    /// *n* goes to replica *n* mod the count, and one that cannot connect (a replica restarting) goes to the next.
+    pub fn over(
+        api_urls: Vec<String>,
+        targets: Vec<Target>,
+        ledger: Arc<Ledger>,
+        scenario: Scenario,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!api_urls.is_empty(), "no crm-api to send to");
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1024)
@@ -73,7 +85,7 @@ impl Generator {
             .build()?;
         Ok(Generator {
             client,
-            api_url: api_url.to_owned(),
+            api_urls: Arc::new(api_urls),
             targets: Arc::new(targets),
             ledger,
             stats: Arc::default(),
@@ -99,7 +111,7 @@ impl Generator {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
             let request = Request {
                 client: self.client.clone(),
-                api_url: self.api_url.clone(),
+                api_urls: self.api_urls.clone(),
                 targets: self.targets.clone(),
                 ledger: self.ledger.clone(),
                 stats: self.stats.clone(),
@@ -116,7 +128,7 @@ impl Generator {
 
 struct Request {
     client: reqwest::Client,
-    api_url: String,
+    api_urls: Arc<Vec<String>>,
     targets: Arc<Vec<Target>>,
     ledger: Arc<Ledger>,
     stats: Arc<LoadStats>,
@@ -133,20 +145,31 @@ impl Request {
         // 50% new leads, 25% repeat interest, 25% cell edits (once the workspace has rows).
         let kind = n % 4;
         let known = if kind >= 2 { target.pick(n / 4) } else { None };
-        let response = match (kind, known) {
-            (2, Some((_, email))) => self.interest(ws, &target.token, &email).await,
-            (3, Some((id, _))) => {
-                self.client
-                    .patch(format!("{}/v1/workspaces/{ws}/crm/rows/{id}", self.api_url))
+        let replicas = self.api_urls.len();
+        let mut response = None;
+        for hop in 0..replicas {
+            let api = &self.api_urls[(n as usize + hop) % replicas];
+            let sent = match (kind, &known) {
+                (2, Some((_, email))) => self.interest(api, ws, &target.token, email).await,
+                (3, Some((id, _))) => self
+                    .client
+                    .patch(format!("{api}/v1/workspaces/{ws}/crm/rows/{id}"))
                     .bearer_auth(&target.token)
                     .json(
                         &serde_json::json!({"notes": format!("edit {n}"), "pipeline_stage": STAGES[(n % 6) as usize]}),
                     )
                     .send()
-                    .await
+                    .await,
+                _ => self.interest(api, ws, &target.token, &format!("lead-{}-{n}@bench.example", self.run)).await,
+            };
+            // Only a request that never reached a replica is safe to send to another one.
+            let unsent = matches!(&sent, Err(e) if e.is_connect());
+            response = Some(sent);
+            if !unsent {
+                break;
             }
-            _ => self.interest(ws, &target.token, &format!("lead-{}-{n}@bench.example", self.run)).await,
-        };
+        }
+        let response = response.expect("at least one replica");
         let accepted = match response {
             Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
             _ => None,
@@ -172,9 +195,9 @@ impl Request {
         }
     }
 
-    async fn interest(&self, ws: Uuid, token: &str, email: &str) -> reqwest::Result<reqwest::Response> {
+    async fn interest(&self, api: &str, ws: Uuid, token: &str, email: &str) -> reqwest::Result<reqwest::Response> {
         self.client
-            .post(format!("{}/v1/workspaces/{ws}/crm/interest", self.api_url))
+            .post(format!("{api}/v1/workspaces/{ws}/crm/interest"))
             .bearer_auth(token)
             .json(&serde_json::json!({
                 "lead": {"email": email, "first_name": "Bench", "company": "Load Ltd"},

@@ -234,6 +234,8 @@ impl Default for StackSpec {
 /// A running pipeline.
 pub struct Stack {
     pub api: Service,
+    /// crm-api replicas beyond the first ([`Stack::add_api`]), on the same database and stream.
+    pub more_apis: Vec<Service>,
     pub workers: Vec<Service>,
     pub api_url: String,
     pub env: HashMap<String, String>,
@@ -250,6 +252,11 @@ impl Stack {
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
     }
+}
+
+/// The servers of a comma-separated NATS URL list.
+pub fn seeds(urls: &str) -> Vec<async_nats::ServerAddr> {
+    urls.split(',').map(str::trim).filter_map(|u| u.parse().ok()).collect()
 }
 
 fn with_database(server_url: &str, database: &str) -> anyhow::Result<String> {
@@ -300,6 +307,7 @@ impl Stack {
         .await?;
         let mut stack = Stack {
             api,
+            more_apis: Vec::new(),
             workers: Vec::new(),
             api_url: format!("http://127.0.0.1:{api_port}"),
             env,
@@ -315,6 +323,24 @@ impl Stack {
             stack.add_worker().await?;
         }
         Ok(stack)
+    }
+
+    /// Starts another crm-api replica, with the first one's environment on a port of its own.
+    pub async fn add_api(&mut self) -> anyhow::Result<()> {
+        let port = free_port();
+        let mut env = self.api.env.clone();
+        env.insert("CRM_API_ADDR".into(), format!("127.0.0.1:{port}"));
+        let name = format!("crm-api-{}", self.more_apis.len() + 2);
+        let ready = self.api.ready_path.clone();
+        let api =
+            Service::spawn_ready_at(&name, &self.bin_dir.join("crm-api"), env, port, &self.log_dir, &ready).await?;
+        self.more_apis.push(api);
+        Ok(())
+    }
+
+    /// The base URL of every crm-api replica, the first one first.
+    pub fn api_urls(&self) -> Vec<String> {
+        std::iter::once(&self.api).chain(&self.more_apis).map(|a| format!("http://127.0.0.1:{}", a.port)).collect()
     }
 
     pub async fn add_worker(&mut self) -> anyhow::Result<()> {
@@ -395,6 +421,9 @@ impl Stack {
         for w in &mut self.workers {
             w.terminate().await;
         }
+        for api in &mut self.more_apis {
+            api.terminate().await;
+        }
         self.api.terminate().await;
         if let Ok(mut admin) = PgConnection::connect(&self.server_url).await {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
@@ -402,7 +431,7 @@ impl Stack {
                 .await;
         }
         let connect =
-            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)).connect(&self.nats_url);
+            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)).connect(seeds(&self.nats_url));
         if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
             let _ = async_nats::jetstream::new(client).delete_stream(&self.stream).await;
         }

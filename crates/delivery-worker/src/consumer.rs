@@ -174,8 +174,7 @@ impl ConsumerLoop {
     async fn open(&self) -> Result<consumer::pull::Stream, async_nats::Error> {
         service_common::nats::ensure_stream(&self.js, self.stream.clone()).await?;
         let stream = self.js.get_stream(&self.stream.name).await?;
-        let consumer: consumer::PullConsumer =
-            stream.get_or_create_consumer(crm_events::CONSUMER_NAME, consumer_config(self.ack_wait)).await?;
+        let (consumer, _drift) = service_common::nats::ensure_consumer(&stream, consumer_config(self.ack_wait)).await?;
         // The client prefetches at most this many beyond what the scheduler holds.
         let batch = self.scheduler.concurrency.clamp(1, 128);
         Ok(consumer.stream().max_messages_per_batch(batch).heartbeat(Duration::from_secs(5)).messages().await?)

@@ -11,7 +11,7 @@ pub mod nats_server;
 pub mod pg_cluster;
 pub mod receiver;
 
-pub use nats_server::NatsServer;
+pub use nats_server::{NatsCluster, NatsServer};
 pub use pg_cluster::PgCluster;
 pub use receiver::{Receiver, Reply};
 
@@ -95,7 +95,8 @@ impl TestStream {
     }
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(&self.nats_url).await.expect("connect to NATS");
+        let seeds = service_common::nats::seeds(&self.nats_url).expect("NATS URL");
+        let client = async_nats::connect(seeds).await.expect("connect to NATS");
         async_nats::jetstream::new(client)
     }
 }
@@ -108,8 +109,9 @@ impl Drop for TestStream {
                 return;
             };
             rt.block_on(async move {
+                let seeds = service_common::nats::seeds(&url).unwrap_or_default();
                 let connect =
-                    async_nats::ConnectOptions::new().connection_timeout(Duration::from_millis(500)).connect(url);
+                    async_nats::ConnectOptions::new().connection_timeout(Duration::from_millis(500)).connect(seeds);
                 if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
                     let js = async_nats::jetstream::new(client);
                     let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(&stream)).await;

@@ -45,8 +45,14 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// (Re)starts the server on the same port and store.
+    /// (Re)starts the server on the same port and store, and waits until JetStream answers.
     pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Starts the process without waiting for it (a cluster's nodes answer only once enough of them run).
+    fn spawn(&mut self) {
         let mut command = Command::new(binary());
         if let Some(config) = &self.config {
             let path = self.store.with_extension("conf");
@@ -64,7 +70,11 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server (install the nats-server package)");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    }
+
+    /// Waits until the server accepts connections and JetStream answers on it.
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(client) = async_nats::connect(self.url()).await {
                 // Ready means JetStream answers, not just the port.
@@ -98,5 +108,58 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.store);
         let _ = std::fs::remove_file(self.store.with_extension("log"));
         let _ = std::fs::remove_file(self.store.with_extension("conf"));
+    }
+}
+
+/// A JetStream cluster of private `nats-server` processes on spare ports, each with its own store, client port,
+/// cluster (route) port and monitoring port. Every node lists every route, so any node can be killed and
+/// restarted on its own.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+    /// Monitoring (HTTP) port of each node, for `/connz` and `/jsz`.
+    pub monitor_ports: Vec<u16>,
+    pub name: String,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until JetStream answers on each (a meta leader is elected).
+    pub async fn start(size: usize) -> NatsCluster {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("crm-test-{}", &id[..8]);
+        let route_ports: Vec<u16> = (0..size).map(|_| crate::free_port()).collect();
+        let monitor_ports: Vec<u16> = (0..size).map(|_| crate::free_port()).collect();
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for i in 0..size {
+            let config = format!(
+                "server_name: {name}-n{i}\nhttp: 127.0.0.1:{}\ncluster {{\n  name: {name}\n  listen: 127.0.0.1:{}\n  \
+                 routes: [{}]\n}}\n",
+                monitor_ports[i],
+                route_ports[i],
+                routes.join(", ")
+            );
+            let store = std::env::temp_dir().join(format!("crm-test-nats-{id}-n{i}"));
+            let mut node = NatsServer { port: crate::free_port(), store, child: None, config: Some(config) };
+            node.spawn();
+            nodes.push(node);
+        }
+        for node in &nodes {
+            node.wait_ready().await;
+        }
+        NatsCluster { nodes, monitor_ports, name }
+    }
+
+    /// Every node's client URL, comma-separated: the `NATS_URL` a service of the cluster is given.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The node whose server name is `server_name`.
+    pub fn index_of(&self, server_name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| format!("{}-n{i}", self.name) == server_name)
+    }
+
+    pub fn monitor_url(&self, node: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.monitor_ports[node])
     }
 }
