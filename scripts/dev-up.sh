@@ -525,6 +525,7 @@ cat <<EOF
 
 Local stack is up.
   crm-api          $API_URL   (readyz: $API_URL/readyz, OpenAPI: $API_URL/openapi.json)
+  console          $API_URL/   (open it in a browser; sign in with the workspace id and token below)
 EOF
 if [[ -n "$WORKER_BIN" ]]; then
   echo "  delivery-worker  http://$HOST:$WORKER_PORT   (health and metrics)"
