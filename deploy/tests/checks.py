@@ -131,9 +131,8 @@ def check_dockerfile(df: Dockerfile, ws: Workspace, dockerignore: str, root: Pat
             problems.append(f"default stage does not install {need}")
 
     # --- migrations and other compile-time inputs are embedded, and the build context has them ---
-    db_rs = ws.crates["service-common"].dir / "src/db.rs"
-    if "sqlx::migrate!" not in db_rs.read_text():
-        problems.append("service-common no longer embeds migrations with sqlx::migrate!: the image would need migrations/")
+    if not any("sqlx::migrate!" in p.read_text() for c in ws.crates.values() for p in c.sources()):
+        problems.append("no crate embeds migrations with sqlx::migrate!: the image would need migrations/")
     patterns = dockerignore_patterns(dockerignore)
     for must in ("target", ".dev", ".git"):
         if not dockerignored(must, patterns):

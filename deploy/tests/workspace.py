@@ -31,6 +31,8 @@ _CONST_USE = r"""(?:\benv::var(?:_os)?|\b\w*env\w*)\(\s*{name}\s*\)"""
 # Variables that libraries read for us, and the call that proves it.
 _IMPLICIT_ENV = {"RUST_LOG": re.compile(r"EnvFilter::(?:try_)?from_default_env")}
 _ROUTE = re.compile(r"""\.route\(\s*"(/[^"]*)\"""")
+# Routes registered through utoipa-axum's `routes!(handler)` name their path on the handler's attribute.
+_UTOIPA_PATH = re.compile(r"""#\[utoipa::path\(\s*\w+\s*,\s*path\s*=\s*"(/[^"]*)\"""")
 _STR_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _INCLUDE = re.compile(r"""\b(?:include_str|include_bytes)!\(\s*"([^"]+)"\s*\)|\bsqlx::migrate!\(\s*"([^"]+)"\s*\)""")
 # sqlx's checked queries, which build from the offline query data in .sqlx/ at the workspace root.
@@ -180,7 +182,8 @@ class Workspace:
         return c.group(1) if c else None
 
     def routes(self, binary: str) -> set[str]:
-        return set(_ROUTE.findall(self._closure_text(binary)))
+        text = self._closure_text(binary)
+        return set(_ROUTE.findall(text)) | set(_UTOIPA_PATH.findall(text))
 
     def cli_literals(self, binary: str) -> set[str]:
         """String literals of the binary's main source: its subcommands and flags are among them."""
