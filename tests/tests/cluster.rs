@@ -167,11 +167,14 @@ async fn progress(run: &Run, n: u64, offered: u64) {
     }
 }
 
-/// The steady burst of a case: `CLUSTER_LOAD_RATE` for `CLUSTER_LOAD_SECONDS` (at least `min_seconds`), and how
-/// many requests that offers.
-fn steady_load(run: &Run, min_seconds: f64) -> (tokio::task::JoinHandle<()>, u64) {
+/// The steady load of a case over 10 workspaces: `CLUSTER_LOAD_RATE` for `CLUSTER_LOAD_SECONDS` (at least
+/// `min_seconds`), returned once the first 100 webhooks arrived, with how many requests it offers in all.
+async fn steady_load(stack: &Stack, min_seconds: f64) -> (Run, tokio::task::JoinHandle<()>, u64) {
+    let run = prepare(stack, Behaviour::default(), 10).await;
     let (rate, seconds) = (load_rate(), load_seconds().max(min_seconds));
-    (burst(run, rate, seconds), (rate * seconds).round() as u64)
+    let load = burst(&run, rate, seconds);
+    until_received(&run, 100).await;
+    (run, load, (rate * seconds).round() as u64)
 }
 
 fn check(name: &str, report: &Report) {
@@ -186,9 +189,7 @@ async fn the_stream_leader_killed_and_restarted_under_load() {
     let (mut cluster, stack) = cluster_stack(None).await;
     let c = stream_cluster(&cluster, &stack.stream).await;
     assert_eq!(c.replicas.len(), 2, "the stream is R3: a leader and two replicas: {c:?}");
-    let run = prepare(&stack, Behaviour::default(), 10).await;
-    let (load, offered) = steady_load(&run, 12.0);
-    until_received(&run, 100).await;
+    let (run, load, offered) = steady_load(&stack, 12.0).await;
 
     let leader = c.leader.clone().unwrap();
     let node = cluster.index_of(&leader).expect("the leader is one of ours");
@@ -221,9 +222,7 @@ async fn node_of_a_worker(cluster: &NatsCluster) -> usize {
 #[tokio::test]
 async fn the_server_a_worker_is_connected_to_killed_under_load() {
     let (mut cluster, stack) = cluster_stack(None).await;
-    let run = prepare(&stack, Behaviour::default(), 10).await;
-    let (load, offered) = steady_load(&run, 8.0);
-    until_received(&run, 100).await;
+    let (run, load, offered) = steady_load(&stack, 8.0).await;
 
     let node = node_of_a_worker(&cluster).await;
     cluster.nodes[node].kill().await;
@@ -238,9 +237,7 @@ async fn the_server_a_worker_is_connected_to_killed_under_load() {
 #[tokio::test]
 async fn rolling_restarts_of_every_worker_then_both_apis_under_load() {
     let (_cluster, mut stack) = cluster_stack(None).await;
-    let run = prepare(&stack, Behaviour::default(), 10).await;
-    let (load, offered) = steady_load(&run, 10.0);
-    until_received(&run, 100).await;
+    let (run, load, offered) = steady_load(&stack, 10.0).await;
 
     // One at a time, each back (ready) before the next goes.
     for i in 0..stack.workers.len() {
@@ -267,9 +264,7 @@ async fn rolling_restarts_of_every_worker_then_both_apis_under_load() {
 async fn postgres_restarted_while_a_node_is_down() {
     let pg = PgCluster::start();
     let (mut cluster, stack) = cluster_stack(Some(pg.url())).await;
-    let run = prepare(&stack, Behaviour::default(), 10).await;
-    let (load, offered) = steady_load(&run, 8.0);
-    until_received(&run, 100).await;
+    let (run, load, offered) = steady_load(&stack, 8.0).await;
 
     // A node that is not the stream's leader goes down, so the cluster runs degraded (two of three).
     let leader = stream_cluster(&cluster, &stack.stream).await.leader.unwrap();

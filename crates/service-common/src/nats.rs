@@ -112,8 +112,9 @@ fn is_code(e: &jetstream::Error, code: jetstream::ErrorCode) -> bool {
 pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<Vec<Drift>, async_nats::Error> {
     for _ in 0..3 {
         match js.get_stream(&config.name).await {
-            Ok(mut existing) => {
-                let info = existing.info().await?;
+            Ok(existing) => {
+                // `get_stream` has just fetched the stream's info.
+                let info = existing.cached_info();
                 let drift = stream_drift(&info.config, &config);
                 if drift.iter().any(|d| d.applied) {
                     // Keep what cannot change as it is, so the update applies the rest.
@@ -176,9 +177,8 @@ pub async fn ensure_consumer(
         Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e.into()),
     };
-    let unchanged = drift.iter().all(|d| !d.applied);
-    let consumer = if drift.is_empty() || unchanged {
-        // Create when missing; an existing one is used as it is (an identical definition is a no-op).
+    let consumer = if drift.iter().all(|d| !d.applied) {
+        // Create when missing; an existing one is used as it is (nothing it could change differs).
         stream.get_or_create_consumer(&name, config).await?
     } else {
         // The server applies the changes it allows to an existing durable consumer created again.

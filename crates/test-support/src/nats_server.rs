@@ -27,18 +27,22 @@ fn binary() -> String {
 impl NatsServer {
     /// Starts a server with JetStream on a free port and waits until it accepts connections.
     pub async fn start() -> NatsServer {
-        let store = std::env::temp_dir().join(format!("crm-test-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut server = NatsServer { port: crate::free_port(), store, child: None, config: None };
+        let mut server = NatsServer::unstarted(&uuid::Uuid::new_v4().simple().to_string(), None);
         server.restart().await;
         server
     }
 
     /// Starts a server like [`NatsServer::start`], with `config` as its configuration file.
     pub async fn start_with_config(config: &str) -> NatsServer {
-        let store = std::env::temp_dir().join(format!("crm-test-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut server = NatsServer { port: crate::free_port(), store, child: None, config: Some(config.to_owned()) };
+        let mut server = NatsServer::unstarted(&uuid::Uuid::new_v4().simple().to_string(), Some(config.to_owned()));
         server.restart().await;
         server
+    }
+
+    /// A server on a free port with its store under the temporary directory, named by `id`; not running yet.
+    fn unstarted(id: &str, config: Option<String>) -> NatsServer {
+        let store = std::env::temp_dir().join(format!("crm-test-nats-{id}"));
+        NatsServer { port: crate::free_port(), store, child: None, config }
     }
 
     pub fn url(&self) -> String {
@@ -138,8 +142,7 @@ impl NatsCluster {
                 route_ports[i],
                 routes.join(", ")
             );
-            let store = std::env::temp_dir().join(format!("crm-test-nats-{id}-n{i}"));
-            let mut node = NatsServer { port: crate::free_port(), store, child: None, config: Some(config) };
+            let mut node = NatsServer::unstarted(&format!("{id}-n{i}"), Some(config));
             node.spawn();
             nodes.push(node);
         }

@@ -16,13 +16,11 @@ async fn publish(p: &Pipeline, event: &RowChangedEvent, msg_id: &str) -> bool {
     js.send_publish(subject, message).await.unwrap().await.unwrap().duplicate
 }
 
-#[tokio::test]
-async fn an_event_published_twice_is_delivered_once() {
-    let p = Pipeline::spawn().await;
-    let (ws, _token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
-    let event = RowChangedEvent {
+/// A test event of workspace `ws` (no row), as the test route would send it.
+fn test_event(ws: uuid::Uuid, id: uuid::Uuid) -> RowChangedEvent {
+    RowChangedEvent {
         schema_version: EVENT_SCHEMA_VERSION,
-        id: uuid::Uuid::now_v7(),
+        id,
         event_type: EventType::WebhookTest,
         occurred_at: chrono::Utc::now(),
         workspace_id: ws,
@@ -30,7 +28,14 @@ async fn an_event_published_twice_is_delivered_once() {
         row: None,
         changed_fields: vec![],
         previous: Default::default(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn an_event_published_twice_is_delivered_once() {
+    let p = Pipeline::spawn().await;
+    let (ws, _token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
+    let event = test_event(ws, uuid::Uuid::now_v7());
     // The same message id twice: the stream stores it once.
     assert!(!publish(&p, &event, &event.id.to_string()).await);
     assert!(publish(&p, &event, &event.id.to_string()).await, "the stream's duplicate window caught it");
@@ -96,18 +101,7 @@ async fn an_event_this_build_cannot_read_ends_its_delivery_as_failed_and_blocks_
     }
     let js = p.stream.jetstream().await;
     let subject = crm_events::Subjects::new(p.stream.prefix.clone()).row_changed(ws);
-    let mut newer = serde_json::to_value(RowChangedEvent {
-        schema_version: EVENT_SCHEMA_VERSION,
-        id: future,
-        event_type: EventType::WebhookTest,
-        occurred_at: chrono::Utc::now(),
-        workspace_id: ws,
-        trigger: Trigger::Test,
-        row: None,
-        changed_fields: vec![],
-        previous: Default::default(),
-    })
-    .unwrap();
+    let mut newer = serde_json::to_value(test_event(ws, future)).unwrap();
     newer["schema_version"] = serde_json::json!(EVENT_SCHEMA_VERSION + 1);
     for (id, body) in [(garbage, b"{not json".to_vec()), (future, serde_json::to_vec(&newer).unwrap())] {
         let message =
