@@ -43,10 +43,23 @@ impl Worker {
         let pool = db::connect(&config.common.database_url, config.db_max_connections, "delivery-worker")
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        let fast_pool =
-            db::connect_async_commit(&config.common.database_url, config.db_max_connections, "delivery-worker-claims")
-                .await
-                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        // Attempt records, skips and claims look deliveries up by key, many per statement.
+        let record_pool = db::connect_key_lookups(
+            &config.common.database_url,
+            config.db_max_connections,
+            "delivery-worker-records",
+            db::Commit::Durable,
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let fast_pool = db::connect_key_lookups(
+            &config.common.database_url,
+            config.db_max_connections,
+            "delivery-worker-claims",
+            db::Commit::Async,
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let client = nats::connect(&config.common.nats_url, "delivery-worker").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = WorkerMetrics::new();
@@ -60,8 +73,8 @@ impl Worker {
         let ctx = Arc::new(Ctx {
             pool: pool.clone(),
             fast_pool: fast_pool.clone(),
-            recorder: crate::store::Recorder::spawn(pool.clone()),
-            skipper: crate::store::Skipper::spawn(pool.clone()),
+            recorder: crate::store::Recorder::spawn(record_pool.clone()),
+            skipper: crate::store::Skipper::spawn(record_pool),
             claimer: crate::store::Claimer::spawn(fast_pool.clone(), config.timeout + Duration::from_secs(2)),
             settings: settings.clone(),
             sender,

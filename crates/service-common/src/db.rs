@@ -17,18 +17,43 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new().max_connections(max_connections).min_connections(1).acquire_timeout(Duration::from_secs(5))
 }
 
-/// Opens a pool whose commits do not wait for the WAL flush (`synchronous_commit = off`). Only for writes whose
-/// loss in a PostgreSQL crash is harmless: a later synchronous commit on the same server flushes them anyway, and
-/// a lost one only makes work happen again (a delivery claimed again when its message comes back, an event
-/// republished and deduplicated by the stream).
-pub async fn connect_async_commit(
+/// Whether a pool's commits wait for the WAL flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// `synchronous_commit = on` (the server's default): a commit that returned is on disk.
+    Durable,
+    /// `synchronous_commit = off`: the commit returns before the WAL flush. Only for writes whose loss in a
+    /// PostgreSQL crash is harmless: a later synchronous commit on the same server flushes them anyway, and a lost
+    /// one only makes work happen again (a delivery claimed again when its message comes back, an event
+    /// republished and deduplicated by the stream).
+    Async,
+}
+
+/// The planner settings of a hot-path pool: no sequential scans, no hash or merge joins.
+///
+/// Every statement on such a pool looks rows up by key (a few ids or emails of a batch, probed through their
+/// unique indexes), so the right plan is always an index probe per key. The planner does not always see that: a
+/// table that has not been analysed yet (a new database, or the first minute of a busy one before autovacuum
+/// runs) is estimated at ten pages, and a generic plan cached on a connection keeps the choice it made then, so a
+/// batch of three rows was locked with three sequential scans of a table that had grown to thousands of pages.
+/// With these off, the planner takes the index whatever its estimates.
+const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
+    [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
+
+/// Opens a pool for the hot path's batched key lookups and writes (crm-api's writers and relay, the worker's
+/// claims and records): [`KEY_LOOKUP_PLANS`], and commits as `commit` says. Never for queries that read a range
+/// of rows (lists, counts, pruning): those keep the planner's own judgement on [`connect`]'s pool.
+pub async fn connect_key_lookups(
     url: &SecretString,
     max_connections: u32,
     application: &str,
+    commit: Commit,
 ) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url.expose_secret())?
-        .application_name(application)
-        .options([("synchronous_commit", "off")]);
+    let mut settings = KEY_LOOKUP_PLANS.to_vec();
+    if commit == Commit::Async {
+        settings.push(("synchronous_commit", "off"));
+    }
+    let options = PgConnectOptions::from_str(url.expose_secret())?.application_name(application).options(settings);
     pool_options(max_connections).connect_with(options).await
 }
 
