@@ -1,22 +1,26 @@
 //! The outbox relay: moves committed events from PostgreSQL to the JetStream stream.
 //!
-//! One relay runs in every crm-api replica. Each pass takes a batch in one statement (`DELETE … RETURNING` of the
-//! oldest rows, `FOR UPDATE SKIP LOCKED`, so replicas take disjoint batches), publishes every event with
-//! `Nats-Msg-Id` = its message id, awaits every acknowledgement, and commits: the commit is what marks the batch
-//! sent. A relay that dies anywhere before the commit leaves the batch in the table, and whoever takes it next
-//! republishes: the stream's duplicate window stores each id once. A failed pass (NATS or
-//! PostgreSQL away) rolls back and is retried with a growing pause, so nothing is lost while either is down.
+//! One relay runs in every crm-api replica, with two ways in:
+//!
+//! - **Directly.** This process's writers hand it every batch they commit, bodies and all ([`Handoff`]). It
+//!   publishes them at once (`Nats-Msg-Id` = the event id), awaits every acknowledgement, and then deletes their
+//!   outbox rows (`DELETE … WHERE seq = ANY`). Nothing is read back from the database, and the publish does not
+//!   wait for another round trip. If the publish fails, or the process dies before the delete, the rows stay and
+//!   the next pass (below) publishes them again: the stream's duplicate window stores each id once.
+//! - **By passes.** Each pass takes a batch in one statement (`DELETE … RETURNING` of the oldest rows, `FOR UPDATE
+//!   SKIP LOCKED`, so replicas take disjoint batches), publishes every event, awaits every acknowledgement, and
+//!   commits: the commit is what marks the batch sent. A relay that dies anywhere before the commit leaves the
+//!   batch in the table, and whoever takes it next republishes. A failed pass (NATS or PostgreSQL away) rolls back
+//!   and is retried with a growing pause, so nothing is lost while either is down. Passes run on the `crm_outbox`
+//!   notification that the rare other writers of the outbox send (a test event, a redelivery, a re-driven parked
+//!   event), after a direct publish failed or the handoff was full, and every `CRM_RELAY_POLL_MS` as a fallback:
+//!   the poll is what publishes another replica's events if that replica stopped before its own relay did.
 //!
 //! An event the stream server cannot take (larger than its `max_payload`, read from the connection's server info
-//! on every pass) would fail every pass and block every event behind it. Such an event is parked instead
-//! (`outbox_parked`, with the reason, in the same transaction), counted, and left for an operator to inspect and
+//! on every publish) would fail every pass and block every event behind it. Such an event is parked instead
+//! (`outbox_parked`, with the reason, in a pass's transaction), counted, and left for an operator to inspect and
 //! re-drive (`/admin/outbox/parked`); the batch goes on without it. The API's row caps keep events far below the
 //! default 1 MiB limit, so this only happens on a server configured with a small one.
-//!
-//! It wakes when this process's writers commit events (in-process, no round trip), on the `crm_outbox`
-//! notification that the rare other writers of the outbox send (a test event, a redelivery, a re-driven parked
-//! event), and polls as a fallback: the poll is what publishes another replica's events if that replica stopped
-//! before its own relay did.
 
 use crate::metrics::ApiMetrics;
 use crate::repo::outbox::{self, Pending};
@@ -27,7 +31,7 @@ use sqlx::PgPool;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -51,6 +55,42 @@ pub struct PassStats {
     pub duplicates: usize,
     /// Events set aside because the stream server cannot take them.
     pub parked: usize,
+}
+
+/// Batches of committed events the direct path holds at most; more wait in the outbox for a pass.
+const HANDOFF_BATCHES: usize = 64;
+
+/// How this process's writers hand the relay what they committed. Cheap to clone; never waits.
+#[derive(Clone)]
+pub struct Handoff {
+    batches: mpsc::Sender<Vec<Pending>>,
+    /// Wakes a pass when a batch could not be handed over (the relay is behind): its rows are in the outbox.
+    missed: Arc<Notify>,
+}
+
+/// The relay's end of a [`Handoff`].
+pub struct Handed {
+    batches: mpsc::Receiver<Vec<Pending>>,
+    missed: Arc<Notify>,
+}
+
+impl Handoff {
+    pub fn new() -> (Handoff, Handed) {
+        let (batches, incoming) = mpsc::channel(HANDOFF_BATCHES);
+        let missed = Arc::new(Notify::new());
+        (Handoff { batches, missed: missed.clone() }, Handed { batches: incoming, missed })
+    }
+
+    /// Hands over the events of a committed batch. When the relay is behind (or gone), they stay in the outbox and
+    /// a pass publishes them.
+    pub fn hand(&self, events: Vec<Pending>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.batches.try_send(events).is_err() {
+            self.missed.notify_one();
+        }
+    }
 }
 
 /// What [`publish`] did with a batch: the stats, and the events it did not publish, with why.
@@ -84,10 +124,12 @@ impl Relay {
         Relay { pool, js, metrics, batch_size, poll_interval }
     }
 
-    /// Runs until `shutdown`; the pass in progress completes first, so a graceful stop leaves nothing half done.
-    /// `wake` is how this process's writers say they committed events.
-    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        // Every notification, and every (re)connection of the listener (which may have missed some), wakes the relay.
+    /// Runs until `shutdown`; the publish or pass in progress completes first, so a graceful stop leaves nothing
+    /// half done. `handed` is what this process's writers committed.
+    pub async fn run(self, handed: Handed, shutdown: CancellationToken) {
+        let Handed { batches: mut handed, missed } = handed;
+        // Every notification, and every (re)connection of the listener (which may have missed some), asks for a pass.
+        let wake = Arc::new(Notify::new());
         let listener = {
             let (pool, wake, shutdown) = (self.pool.clone(), wake.clone(), shutdown.clone());
             tokio::spawn(async move {
@@ -99,21 +141,25 @@ impl Relay {
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut last_backlog_sample = Instant::now() - Duration::from_secs(60);
+        // Pass until the outbox is drained, at start and whenever asked.
+        let mut pass_due = true;
         while !shutdown.is_cancelled() {
-            let full = match self.pass().await {
-                Ok(stats) => {
-                    backoff.reset();
-                    (stats.published + stats.parked) as i64 == self.batch_size
-                }
-                Err(e) => {
-                    self.metrics.outbox_publish_errors.inc();
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay pass failed; retrying");
-                    if !backoff.wait(&shutdown).await {
-                        break;
+            if pass_due {
+                match self.pass().await {
+                    Ok(stats) => {
+                        backoff.reset();
+                        pass_due = (stats.published + stats.parked) as i64 == self.batch_size;
                     }
-                    continue;
+                    Err(e) => {
+                        self.metrics.outbox_publish_errors.inc();
+                        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay pass failed; retrying");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
                 }
-            };
+            }
             if last_backlog_sample.elapsed() >= Duration::from_secs(1) {
                 if let Ok(n) = outbox::backlog(&self.pool).await {
                     self.metrics.outbox_backlog.set(n);
@@ -123,16 +169,60 @@ impl Relay {
                 }
                 last_backlog_sample = Instant::now();
             }
-            if full {
+            if pass_due {
                 continue;
             }
             tokio::select! {
-                _ = wake.notified() => {},
-                _ = tokio::time::sleep(self.poll_interval) => {},
+                Some(batch) = handed.recv() => {
+                    let mut events = batch;
+                    while events.len() < self.batch_size as usize {
+                        match handed.try_recv() {
+                            Ok(more) => events.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                    pass_due = !self.publish_handed(events).await;
+                }
+                _ = wake.notified() => pass_due = true,
+                _ = missed.notified() => pass_due = true,
+                _ = tokio::time::sleep(self.poll_interval) => pass_due = true,
                 _ = shutdown.cancelled() => break,
             }
         }
         let _ = listener.await;
+    }
+
+    /// The direct path: publishes events this process's writers committed, then deletes their outbox rows. Returns
+    /// false when some are left for a pass (the publish failed, or an event is too large for the server and must
+    /// be parked by a pass).
+    async fn publish_handed(&self, events: Vec<Pending>) -> bool {
+        let published = match publish(&self.js, &events).await {
+            Ok(published) => published,
+            Err(e) => {
+                self.metrics.outbox_publish_errors.inc();
+                tracing::warn!(error = %e, events = events.len(), "publishing committed events failed; a pass retries them");
+                return false;
+            }
+        };
+        let left: Vec<i64> = published.parked.iter().map(|(p, _)| p.seq).collect();
+        let sent: Vec<i64> = events.iter().map(|p| p.seq).filter(|seq| !left.contains(seq)).collect();
+        self.count(&published.stats, &events);
+        if let Err(e) = outbox::delete_published(&self.pool, &sent).await {
+            // They are in the stream; a pass republishes them and the stream's duplicate window stores them once.
+            tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
+            return false;
+        }
+        left.is_empty()
+    }
+
+    fn count(&self, stats: &PassStats, events: &[Pending]) {
+        self.metrics.outbox_published.inc_by(stats.published as u64);
+        self.metrics.outbox_duplicates.inc_by(stats.duplicates as u64);
+        let now = chrono::Utc::now();
+        for p in events {
+            let latency = (now - p.created_at).to_std().unwrap_or_default();
+            self.metrics.outbox_publish_latency.observe(latency.as_secs_f64());
+        }
     }
 
     /// One take-publish-commit transaction. Returns what it published. The relay's pool commits asynchronously:
@@ -153,13 +243,7 @@ impl Relay {
             tracing::error!(seq = p.seq, event_id = %p.msg_id, %reason, "outbox event parked: it cannot be published");
         }
         self.metrics.outbox_parked_total.inc_by(parked.len() as u64);
-        self.metrics.outbox_published.inc_by(stats.published as u64);
-        self.metrics.outbox_duplicates.inc_by(stats.duplicates as u64);
-        let now = chrono::Utc::now();
-        for p in &pending {
-            let latency = (now - p.created_at).to_std().unwrap_or_default();
-            self.metrics.outbox_publish_latency.observe(latency.as_secs_f64());
-        }
+        self.count(&stats, &pending);
         tracing::debug!(published = stats.published, duplicates = stats.duplicates, "outbox batch published");
         Ok(stats)
     }

@@ -3,7 +3,7 @@
 
 use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
-use crate::relay::Relay;
+use crate::relay::{Handed, Handoff, Relay};
 use crate::routes;
 use crate::service::writer::Writer;
 use crate::state::AppState;
@@ -12,10 +12,8 @@ use axum::{middleware, Router};
 use secrecy::ExposeSecret;
 use service_common::db::Heard;
 use service_common::{db, health, metrics::track_http, nats};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub struct Application {
@@ -23,7 +21,7 @@ pub struct Application {
     port: u16,
     router: Router,
     relay: Relay,
-    relay_wake: Arc<Notify>,
+    handed: Handed,
     state: AppState,
     stream_config: async_nats::jetstream::stream::Config,
     js: async_nats::jetstream::Context,
@@ -42,9 +40,18 @@ impl Application {
         let client = nats::connect(&config.common.nats_url, "crm-api").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = ApiMetrics::new();
-        let relay_wake = Arc::new(Notify::new());
+        let (handoff, handed) = Handoff::new();
         let subjects = config.common.subjects();
-        let writer = Writer::spawn(pool.clone(), subjects.clone(), relay_wake.clone(), config.writers);
+        // The writers' batched key lookups and writes go through a pool of their own (one connection per writer).
+        let writer_pool = db::connect_key_lookups(
+            &config.common.database_url,
+            config.writers as u32,
+            "crm-api-writer",
+            db::Commit::Durable,
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let writer = Writer::spawn(writer_pool, subjects.clone(), handoff, config.writers);
         let state = AppState {
             pool: pool.clone(),
             keyring: config.common.secret_keys.clone(),
@@ -64,7 +71,7 @@ impl Application {
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
             .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
-        let relay_pool = db::connect_async_commit(&config.common.database_url, 4, "crm-api-relay")
+        let relay_pool = db::connect_key_lookups(&config.common.database_url, 4, "crm-api-relay", db::Commit::Async)
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
@@ -79,7 +86,7 @@ impl Application {
             port,
             router,
             relay,
-            relay_wake,
+            handed,
             state,
             stream_config,
             js,
@@ -101,7 +108,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "crm-api listening");
         let relay_task =
-            tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.relay_wake, shutdown.clone()));
+            tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.handed, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
@@ -119,7 +126,7 @@ async fn run_relay(
     js: async_nats::jetstream::Context,
     stream: async_nats::jetstream::stream::Config,
     relay: Relay,
-    wake: Arc<Notify>,
+    handed: Handed,
     shutdown: CancellationToken,
 ) {
     let mut backoff = service_common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -134,7 +141,7 @@ async fn run_relay(
             }
         }
     }
-    relay.run(wake, shutdown).await;
+    relay.run(handed, shutdown).await;
 }
 
 /// Periodic clean-up: idempotency keys older than a day, and ended deliveries older than the delivery retention.

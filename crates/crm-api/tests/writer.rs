@@ -7,14 +7,13 @@
 use crm_api::domain::interest::InterestBody;
 use crm_api::domain::{IfMatch, Interest, RowPatch};
 use crm_api::error::ApiError;
+use crm_api::relay::Handoff;
 use crm_api::service::writer::{Change, IdempotencyKey, Outcome, Writer};
 use crm_events::Subjects;
 use futures::future::join_all;
 use serde_json::json;
 use sqlx::PgPool;
-use std::sync::Arc;
 use test_support::TestDb;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 async fn setup() -> (TestDb, PgPool, Writer, Uuid) {
@@ -23,7 +22,8 @@ async fn setup() -> (TestDb, PgPool, Writer, Uuid) {
     crm_db::migrate(&pool).await.expect("migrations");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
-    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Arc::new(Notify::new()), 1);
+    // No relay takes the handoff: the events stay in the outbox, where the tests count them.
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 1);
     (db, pool, writer, ws)
 }
 
@@ -129,4 +129,104 @@ async fn a_key_sent_twice_in_one_batch_is_written_once_and_replayed() {
     assert!(matches!(answers[0], Ok(Outcome::Written { created: true, .. })), "{:?}", answers[0]);
     assert!(matches!(&answers[1], Ok(Outcome::Replayed { status: 201, .. })), "{:?}", answers[1]);
     assert_eq!(events(&pool).await, 1);
+}
+
+/// Rows, outbox rows, deliveries and keys in the database.
+async fn written(pool: &PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM crm_rows), (SELECT count(*) FROM outbox), (SELECT count(*) FROM deliveries),
+                (SELECT count(*) FROM idempotency_keys)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn is_serialization_failure(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+}
+
+/// Writes a batch of one new row, some changed rows, their events and keys in one statement.
+async fn write_batch(
+    pool: &PgPool,
+    new: &crm_mapping::CrmRow,
+    changed: &[(&crm_mapping::CrmRow, i64)],
+    events: &[crm_events::RowChangedEvent],
+    messages: &[crm_api::repo::outbox::NewEvent<'_>],
+    keys: &[crm_api::repo::batch::KeyResponse<'_>],
+) -> Result<std::collections::HashMap<Uuid, i64>, sqlx::Error> {
+    let events: Vec<_> = events.iter().collect();
+    let batch = crm_api::repo::batch::Batch { new: &[new], changed, events: &events, messages, keys };
+    crm_api::repo::batch::write(pool, &batch).await
+}
+
+#[tokio::test]
+async fn the_one_statement_write_is_refused_whole_when_what_it_read_has_changed() {
+    use crm_api::repo::{outbox::NewEvent, rows};
+    use crm_events::Trigger;
+
+    let (_db, pool, writer, ws) = setup().await;
+    let ada = row(&writer.submit(new_lead(ws, "ada@example.com")).await).clone();
+    let read = rows::read_for_change(&pool, &[], &[(ws, ada.id)]).await.unwrap().remove(0);
+    assert_eq!(read, ada);
+    // Another writer moves the row on after it was read.
+    writer.submit(patch(ws, ada.id, None, json!({"owner": "Grace"}))).await.unwrap();
+    let before = written(&pool).await;
+
+    // A stale change of the row, a new lead, and a key, in one statement.
+    let stale = crm_mapping::CrmRow { version: read.version + 1, notes: Some("stale".into()), ..read.clone() };
+    let fresh = crm_mapping::CrmRow { id: Uuid::now_v7(), email: "lin@example.com".into(), ..read.clone() };
+    let change = crm_api::domain::Change { before: Some(read.clone()), after: stale.clone() };
+    let created = crm_api::domain::Change { before: None, after: fresh.clone() };
+    let events = [change.event(Trigger::CrmEdit), created.event(Trigger::LeadInterest)];
+    let headers = Default::default();
+    let subjects = Subjects::new("t");
+    let messages: Vec<NewEvent> = events.iter().map(|e| NewEvent::of(&subjects, e, &headers)).collect();
+    let keys = [crm_api::repo::batch::KeyResponse {
+        workspace_id: ws,
+        key: "k-2",
+        request_hash: &[1u8; 32],
+        status: 201,
+        body: b"{}",
+    }];
+    let refused = write_batch(&pool, &fresh, &[(&stale, read.version)], &events, &messages, &keys)
+        .await
+        .expect_err("the row moved on");
+    assert!(is_serialization_failure(&refused), "{refused:?}");
+    assert_eq!(written(&pool).await, before, "nothing of the batch was written");
+
+    // A key that is there already refuses the batch the same way.
+    sqlx::query("INSERT INTO idempotency_keys (workspace_id, key, request_hash) VALUES ($1, 'k-2', '\\x00')")
+        .bind(ws)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let current = rows::read_for_change(&pool, &[], &[(ws, ada.id)]).await.unwrap().remove(0);
+    let stale = crm_mapping::CrmRow { version: current.version + 1, ..current.clone() };
+    let refused = write_batch(&pool, &fresh, &[(&stale, current.version)], &events, &messages, &keys)
+        .await
+        .expect_err("the key exists");
+    assert!(is_serialization_failure(&refused), "{refused:?}");
+    assert_eq!(written(&pool).await, (before.0, before.1, before.2, before.3 + 1), "only the key inserted above");
+
+    // With the version as it is now and no key in the way, the same batch goes through whole.
+    let seqs =
+        write_batch(&pool, &fresh, &[(&stale, current.version)], &events, &messages, &[]).await.expect("written");
+    assert_eq!(seqs.len(), 2, "both events have their outbox row");
+    assert_eq!(written(&pool).await, (before.0 + 1, before.1 + 2, before.2 + 2, before.3 + 1));
+}
+
+#[tokio::test]
+async fn a_replay_after_its_first_request_committed_is_answered_from_the_key() {
+    let (_db, pool, writer, ws) = setup().await;
+    let keyed = || Change::Interest {
+        workspace_id: ws,
+        interest: interest("kay@example.com"),
+        key: Some(IdempotencyKey { key: "k-3".into(), request_hash: vec![9; 32] }),
+    };
+    let first = writer.submit(keyed()).await;
+    assert!(matches!(first, Ok(Outcome::Written { created: true, .. })), "{first:?}");
+    let again = writer.submit(keyed()).await;
+    assert!(matches!(&again, Ok(Outcome::Replayed { status: 201, .. })), "{again:?}");
+    assert_eq!(events(&pool).await, 1, "the replay emitted nothing");
 }

@@ -1,6 +1,7 @@
 //! SQL, one module per table group. Functions take a connection or a transaction, so a caller decides what
 //! commits together; flows that must be atomic (a row change and its outbox event) take a transaction.
 
+pub mod batch;
 pub mod deliveries;
 pub mod endpoint;
 pub mod idempotency;

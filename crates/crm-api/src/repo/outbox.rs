@@ -4,7 +4,7 @@
 use crm_events::{RowChangedEvent, Subjects};
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// One event waiting to be published.
@@ -62,23 +62,35 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Adds many events to the outbox in one statement, inside the caller's transaction, without their bodies: each
-/// event's delivery, created in the same transaction, holds the body, and the relay reads it from there.
-pub async fn enqueue_many_with_deliveries(conn: &mut PgConnection, events: &[NewEvent<'_>]) -> Result<(), sqlx::Error> {
+/// event's delivery, created in the same transaction, holds the body, and the relay reads it from there. Returns
+/// each event's sequence number, by event id.
+pub async fn enqueue_many_with_deliveries(
+    conn: &mut PgConnection,
+    events: &[NewEvent<'_>],
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.msg_id).collect();
     let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
     let headers: Vec<serde_json::Value> =
         events.iter().map(|e| serde_json::to_value(e.headers).unwrap_or_default()).collect();
-    sqlx::query!(
-        "INSERT INTO outbox (msg_id, subject, headers) SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
+    let seqs = sqlx::query!(
+        "INSERT INTO outbox (msg_id, subject, headers) SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
+         RETURNING seq, msg_id",
         &ids,
         &subjects as &[&str],
         &headers
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
+    Ok(seqs.into_iter().map(|r| (r.msg_id, r.seq)).collect())
+}
+
+/// Deletes published events (the relay's direct path: it publishes what this process's writers committed, then
+/// deletes their rows). Rows another relay took meanwhile are gone already; that is fine.
+pub async fn delete_published(db: &sqlx::PgPool, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM outbox WHERE seq = ANY($1)", seqs).execute(db).await?;
     Ok(())
 }
 

@@ -36,15 +36,16 @@ static SELECT_LIST: LazyLock<String> = LazyLock::new(|| {
         .join(", ")
 });
 
-/// `unnest($1::uuid[], …) AS t(id, …)`: one array parameter per column, then the `extra` ones (name, array type).
-fn unnest(extra: &[(&str, &str)]) -> String {
+/// `unnest($first::uuid[], …) AS t(id, …)`: one array parameter per column, then the `extra` ones (name, array
+/// type), numbered from `$first`.
+fn unnest(first: usize, extra: &[(&str, &str)]) -> String {
     let mut arrays: Vec<String> = FIELDS.iter().map(|f| array_type(f.kind).to_owned()).collect();
     let mut names: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
     for (name, ty) in extra {
         arrays.push((*ty).to_owned());
         names.push(name);
     }
-    let params: Vec<String> = arrays.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", i + 1)).collect();
+    let params: Vec<String> = arrays.iter().enumerate().map(|(i, ty)| format!("${}::{ty}", first + i)).collect();
     format!("unnest({}) AS t({})", params.join(", "), names.join(", "))
 }
 
@@ -57,21 +58,26 @@ fn from_t() -> String {
         .join(", ")
 }
 
-/// Inserts rows (`$1`.. one array per column); a row whose email the workspace has already is left out. Returns
-/// the ids inserted.
-static INSERT: LazyLock<String> = LazyLock::new(|| {
+/// Parameters an [`insert_sql`] statement takes: one array per column.
+pub(super) const INSERT_PARAMS: usize = FIELDS.len();
+/// Parameters an [`update_sql`] statement takes: one array per column, then the expected versions.
+pub(super) const UPDATE_PARAMS: usize = FIELDS.len() + 1;
+
+/// Inserts rows (`$first`.. one array per column); a row whose email the workspace has already is left out.
+/// Returns the ids inserted.
+pub(super) fn insert_sql(first: usize) -> String {
     let columns: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
     format!(
         "INSERT INTO crm_rows ({}) SELECT {} FROM {} ON CONFLICT (workspace_id, lower(email)) DO NOTHING RETURNING id",
         columns.join(", "),
         from_t(),
-        unnest(&[])
+        unnest(first, &[])
     )
-});
+}
 
-/// Writes rows' new states (one array per column, then the versions they must still be at). Every column but the
-/// identity. Returns the ids written.
-static UPDATE: LazyLock<String> = LazyLock::new(|| {
+/// Writes rows' new states (`$first`.. one array per column, then the versions they must still be at). Every
+/// column but the identity. Returns the ids written.
+pub(super) fn update_sql(first: usize) -> String {
     let set = FIELDS
         .iter()
         .filter(|f| !matches!(f.name, "id" | "workspace_id" | "created_at"))
@@ -84,15 +90,18 @@ static UPDATE: LazyLock<String> = LazyLock::new(|| {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    // `r.id = ANY($1)` (the ids again, as the first array) makes the rows an index scan whatever the planner
+    // `r.id = ANY($first)` (the ids again, as the first array) makes the rows an index scan whatever the planner
     // thinks of the arrays' lengths.
     format!(
         "UPDATE crm_rows r SET {set} FROM {}
-          WHERE r.id = ANY($1) AND r.id = t.id AND r.workspace_id = t.workspace_id AND r.version = t.expected
+          WHERE r.id = ANY(${first}) AND r.id = t.id AND r.workspace_id = t.workspace_id AND r.version = t.expected
           RETURNING r.id",
-        unnest(&[("expected", "int8[]")])
+        unnest(first, &[("expected", "int8[]")])
     )
-});
+}
+
+static INSERT: LazyLock<String> = LazyLock::new(|| insert_sql(1));
+static UPDATE: LazyLock<String> = LazyLock::new(|| update_sql(1));
 
 /// A stored row's columns, for `CrmRow::read_columns`.
 struct Stored<'r>(&'r PgRow);
@@ -133,10 +142,10 @@ enum Values {
     Objects(Vec<Json<Map<String, Value>>>),
 }
 
-struct Arrays(Vec<Values>);
+pub(super) struct Arrays(Vec<Values>);
 
 impl Arrays {
-    fn of(rows: &[&CrmRow]) -> Arrays {
+    pub(super) fn of(rows: &[&CrmRow]) -> Arrays {
         let n = rows.len();
         let mut arrays = Arrays(
             FIELDS
@@ -156,7 +165,7 @@ impl Arrays {
         arrays
     }
 
-    fn bind(
+    pub(super) fn bind(
         self,
         mut query: Query<'_, Postgres, sqlx::postgres::PgArguments>,
     ) -> Query<'_, Postgres, sqlx::postgres::PgArguments> {
@@ -208,36 +217,66 @@ pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Resul
     row.as_ref().map(decode).transpose()
 }
 
-/// The rows a batch of changes is about, locked for the caller's transaction in id order (so two batches that
-/// share rows lock them in the same order): those of `emails` (workspace, email; matched case-insensitively) and
-/// those of `ids` (workspace, row id).
-pub async fn lock_for_change(
-    tx: &mut PgConnection,
-    emails: &[(Uuid, String)],
-    ids: &[(Uuid, Uuid)],
-) -> Result<Vec<CrmRow>, sqlx::Error> {
-    // The pairs are joined to the table inside an `id IN (...)`: that plans as one index probe per pair (a nested
-    // loop over the arrays), where the pairs as `(a, b) IN (SELECT ... unnest)` or as two `= ANY` arrays may be
-    // planned as a scan of the whole table or a probe per combination of the two arrays.
-    let sql = format!(
+/// The rows a batch of changes is about: those of `emails` (workspace, email; matched case-insensitively) and
+/// those of `ids` (workspace, row id), in id order.
+///
+/// The pairs are joined to the table inside an `id IN (...)`: that plans as one index probe per pair (a nested
+/// loop over the arrays), where the pairs as `(a, b) IN (SELECT ... unnest)` or as two `= ANY` arrays may be
+/// planned as a scan of the whole table or a probe per combination of the two arrays.
+fn for_change_sql(lock: bool) -> String {
+    format!(
         "SELECT {} FROM crm_rows
           WHERE id IN (SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
                          JOIN crm_rows r ON r.workspace_id = t.ws AND lower(r.email) = lower(t.e)
                        UNION ALL
                        SELECT r.id FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i)
                          JOIN crm_rows r ON r.id = u.i AND r.workspace_id = u.ws)
-          ORDER BY id
-          FOR UPDATE",
-        *SELECT_LIST
-    );
-    let rows = sqlx::query(&sql)
+          ORDER BY id{}",
+        *SELECT_LIST,
+        if lock { "\n          FOR UPDATE" } else { "" }
+    )
+}
+
+static READ_FOR_CHANGE: LazyLock<String> = LazyLock::new(|| for_change_sql(false));
+static LOCK_FOR_CHANGE: LazyLock<String> = LazyLock::new(|| for_change_sql(true));
+
+async fn for_change(
+    db: impl PgExecutor<'_>,
+    sql: &str,
+    emails: &[(Uuid, String)],
+    ids: &[(Uuid, Uuid)],
+) -> Result<Vec<CrmRow>, sqlx::Error> {
+    if emails.is_empty() && ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sql)
         .bind(emails.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
         .bind(emails.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())
         .bind(ids.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
         .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .fetch_all(db)
         .await?;
     rows.iter().map(decode).collect()
+}
+
+/// The rows a batch of changes is about (see [`for_change_sql`]), as they are now, without locking them: a write
+/// based on them checks each row's version ([`crate::repo::batch`]).
+pub async fn read_for_change(
+    db: impl PgExecutor<'_>,
+    emails: &[(Uuid, String)],
+    ids: &[(Uuid, Uuid)],
+) -> Result<Vec<CrmRow>, sqlx::Error> {
+    for_change(db, &READ_FOR_CHANGE, emails, ids).await
+}
+
+/// The rows a batch of changes is about (see [`for_change_sql`]), locked for the caller's transaction in id order
+/// (so two batches that share rows lock them in the same order).
+pub async fn lock_for_change(
+    tx: &mut PgConnection,
+    emails: &[(Uuid, String)],
+    ids: &[(Uuid, Uuid)],
+) -> Result<Vec<CrmRow>, sqlx::Error> {
+    for_change(tx, &LOCK_FOR_CHANGE, emails, ids).await
 }
 
 /// Filters of the row list.

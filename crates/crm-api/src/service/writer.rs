@@ -1,21 +1,31 @@
-//! Group commit: row changes that arrive together share one transaction and one statement per kind.
+//! Group commit: row changes that arrive together share one statement and one commit.
 //!
 //! Handlers hand their checked change ([`Change`]) to a writer task through a channel and wait for their own
 //! answer. A writer takes whatever is waiting (no timer: a lone request goes at once, a busy moment fills a batch)
-//! and in one transaction claims the batch's `Idempotency-Key`s, locks every row the batch touches (in id order,
-//! so concurrent batches cannot deadlock on them), applies the changes in order in memory with the domain's rules
-//! (so two changes of one row in one batch see each other), writes the new rows, the changed rows, their events,
-//! their pending deliveries and the keys' responses in one statement each, and commits durably. Only then is
-//! any request answered, so a 2xx still means the change and its event are committed.
+//! and writes it in two round trips: it reads the rows the batch is about, applies the changes in order in memory
+//! with the domain's rules (so two changes of one row in one batch see each other), and writes the new rows, the
+//! changed rows (each only if it is still at the version read), their events, their pending deliveries and the
+//! `Idempotency-Key`s with their responses in **one statement** that commits durably on its own
+//! ([`batch::write`]). Only then is any request answered, so a 2xx still means the change and its event are
+//! committed.
 //!
-//! A batch that fails as a whole (a unique email taken by a concurrent writer, a deadlock, anything) is written
-//! again one change at a time, so one bad request never fails its neighbours; each then gets its own error (a
-//! taken email is 409). After a commit the writer wakes this process's relay directly, so no `NOTIFY` per commit
-//! is needed.
+//! The statement refuses itself (serialization failure, nothing written) when a row it changes has moved on since
+//! it was read, a lead it creates was created meanwhile, or a key it stores exists already (a replay, or the same
+//! key in flight). The batch is then written the careful way: in a transaction that claims the keys, locks every
+//! row the batch touches (in id order, so concurrent batches cannot deadlock on them) and writes one statement per
+//! kind. A batch that fails as a whole (a unique email taken by a concurrent writer, anything) is written again
+//! one change at a time, so one bad request never fails its neighbours; each then gets its own error (a taken
+//! email is 409).
+//!
+//! After a commit the writer hands the batch's events, bodies and all, to this process's relay
+//! ([`crate::relay::Handoff`]), which publishes them at once without reading them back; the outbox rows are the
+//! record that they are still to be published if that does not happen.
 
 use crate::domain::{self, IfMatch, Interest, RowPatch};
 use crate::error::{ApiError, ApiResult};
-use crate::repo::outbox::NewEvent;
+use crate::relay::Handoff;
+use crate::repo::batch::{self, KeyResponse};
+use crate::repo::outbox::{NewEvent, Pending};
 use crate::repo::{deliveries, idempotency, is_unique_violation, outbox, rows};
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_events::{RowChangedEvent, Subjects, Trigger};
@@ -23,7 +33,7 @@ use crm_mapping::CrmRow;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// Most changes in one batch.
@@ -70,8 +80,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts `writers` writer tasks on one queue; each commits on `pool` and wakes `relay` after a commit.
-    pub fn spawn(pool: PgPool, subjects: Subjects, relay: Arc<Notify>, writers: usize) -> Writer {
+    /// Starts `writers` writer tasks on one queue; each commits on `pool` and hands what it committed to `relay`.
+    pub fn spawn(pool: PgPool, subjects: Subjects, relay: Handoff, writers: usize) -> Writer {
         let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         for _ in 0..writers.max(1) {
@@ -103,7 +113,7 @@ impl Writer {
 }
 
 /// Writes a batch, or its changes one by one when the batch as a whole fails.
-async fn write(pool: &PgPool, subjects: &Subjects, relay: &Notify, batch: Vec<Queued>) {
+async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, batch: Vec<Queued>) {
     // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
     // batch of its own after this one.
     let mut seen = HashSet::new();
@@ -113,8 +123,8 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Notify, batch: Vec<Qu
     });
     let items: Vec<(&Change, &BTreeMap<String, String>)> = now.iter().map(|q| (&q.change, &q.trace)).collect();
     match run(pool, subjects, &items).await {
-        Ok(outcomes) => {
-            relay.notify_one();
+        Ok((outcomes, committed)) => {
+            relay.hand(committed);
             for (q, outcome) in now.into_iter().zip(outcomes) {
                 let _ = q.reply.send(outcome);
             }
@@ -126,11 +136,11 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Notify, batch: Vec<Qu
         Err(e) => {
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
             for q in now {
-                let outcome = run(pool, subjects, &[(&q.change, &q.trace)]).await;
-                if outcome.is_ok() {
-                    relay.notify_one();
-                }
-                let _ = q.reply.send(outcome.map_err(error).and_then(|mut o| o.remove(0)));
+                let outcome = run(pool, subjects, &[(&q.change, &q.trace)]).await.map(|(mut outcomes, committed)| {
+                    relay.hand(committed);
+                    outcomes.remove(0)
+                });
+                let _ = q.reply.send(outcome.map_err(error).and_then(|o| o));
             }
         }
     }
@@ -156,23 +166,32 @@ fn error(e: sqlx::Error) -> ApiError {
     }
 }
 
-/// A row the batch touches: as it is now in memory, and the version it had when locked (`None`: new in this batch).
+/// A row the batch touches: as it is now in memory, and the version it had when read (`None`: new in this batch).
 struct Slot {
     row: CrmRow,
-    locked_at: Option<i64>,
+    read_at: Option<i64>,
 }
 
-/// The batch in one transaction, run again (at most three times) when another writer created one of its new leads
-/// meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the transaction failed;
-/// a change the rules refuse (412, 404, a cap) is that change's `Err` inside.
+/// What a batch wrote: each change's answer, and the events committed with them for the relay.
+type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
+
+/// The batch: in one statement if nothing it read changed meanwhile, else in a transaction that locks what it
+/// touches, run again (at most three times) when another writer created one of its new leads meanwhile (the next
+/// run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
+/// (412, 404, a cap) is that change's `Err` inside.
 async fn run(
     pool: &PgPool,
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
-) -> Result<Vec<ApiResult<Outcome>>, sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
+    match run_unlocked(pool, subjects, changes).await {
+        Ok(written) => return Ok(written),
+        Err(e) if is_transient(&e) => {}
+        Err(e) => return Err(e),
+    }
     for pass in 0..3 {
-        match run_once(pool, subjects, changes).await {
-            Ok(Some(outcomes)) => return Ok(outcomes),
+        match run_locked(pool, subjects, changes).await {
+            Ok(Some(written)) => return Ok(written),
             Ok(None) if pass < 2 => continue,
             Ok(None) => {
                 return Err(sqlx::Error::Protocol("new leads' emails kept being taken by other writers".into()))
@@ -184,77 +203,48 @@ async fn run(
     unreachable!("the loop returns on its last pass")
 }
 
-/// One try at the batch; `None` when a new lead turned out to exist already.
-async fn run_once(
-    pool: &PgPool,
-    subjects: &Subjects,
-    items: &[(&Change, &BTreeMap<String, String>)],
-) -> Result<Option<Vec<ApiResult<Outcome>>>, sqlx::Error> {
-    let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
-    {
-        let mut tx = pool.begin().await?;
-        let now = Utc::now().trunc_subsecs(6);
-        let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
+/// The rows a batch's changes are about: (workspace, email) of interests, and (workspace, id) of edits.
+type Targets = (Vec<(Uuid, String)>, Vec<(Uuid, Uuid)>);
 
-        // Keys first: a replay is answered from what its first request stored and changes nothing.
-        let keyed: Vec<(usize, Uuid, &IdempotencyKey)> = changes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| match c {
-                Change::Interest { workspace_id, key: Some(key), .. } => Some((i, *workspace_id, key)),
-                _ => None,
-            })
-            .collect();
-        if !keyed.is_empty() {
-            let wanted: Vec<(Uuid, &str, &[u8])> =
-                keyed.iter().map(|(_, ws, k)| (*ws, k.key.as_str(), k.request_hash.as_slice())).collect();
-            let claimed: HashSet<(Uuid, String)> =
-                idempotency::claim_many(&mut tx, &wanted).await?.into_iter().collect();
-            let replays: Vec<(Uuid, &str)> = keyed
-                .iter()
-                .filter(|(_, ws, k)| !claimed.contains(&(*ws, k.key.clone())))
-                .map(|(_, ws, k)| (*ws, k.key.as_str()))
-                .collect();
-            if !replays.is_empty() {
-                let stored: HashMap<(Uuid, String), idempotency::Stored> = idempotency::stored_many(&mut tx, &replays)
-                    .await?
-                    .into_iter()
-                    .map(|(ws, k, s)| ((ws, k), s))
-                    .collect();
-                for (i, ws, key) in &keyed {
-                    if let Some(s) = stored.get(&(*ws, key.key.clone())) {
-                        outcomes[*i] = Some(if s.request_hash == key.request_hash {
-                            Ok(Outcome::Replayed { status: s.status, body: s.body.clone() })
-                        } else {
-                            Err(ApiError::field("Idempotency-Key", "was already used with a different request body"))
-                        });
-                    }
-                }
-            }
+/// The rows a batch's changes are about ([`Targets`]); changes already answered are left out.
+fn targets(changes: &[&Change], outcomes: &[Option<ApiResult<Outcome>>]) -> Targets {
+    let mut emails = Vec::new();
+    let mut ids = Vec::new();
+    for (i, change) in changes.iter().enumerate() {
+        match change {
+            _ if outcomes[i].is_some() => {}
+            Change::Interest { workspace_id, interest, .. } => emails.push((*workspace_id, interest.email.clone())),
+            Change::Patch { workspace_id, id, .. } => ids.push((*workspace_id, *id)),
         }
+    }
+    (emails, ids)
+}
 
-        // Every row the rest of the batch touches, locked.
-        let mut emails = Vec::new();
-        let mut ids = Vec::new();
-        for (i, change) in changes.iter().enumerate() {
-            match change {
-                _ if outcomes[i].is_some() => {}
-                Change::Interest { workspace_id, interest, .. } => emails.push((*workspace_id, interest.email.clone())),
-                Change::Patch { workspace_id, id, .. } => ids.push((*workspace_id, *id)),
-            }
-        }
-        let locked = rows::lock_for_change(&mut tx, &emails, &ids).await?;
+/// A batch's changes applied in memory to the rows read for it.
+struct Applied {
+    slots: HashMap<Uuid, Slot>,
+    /// Each event with the index of the change that made it (whose trace it carries).
+    events: Vec<(RowChangedEvent, usize)>,
+    /// The responses to store under the changes' `Idempotency-Key`s: (change index, status, body).
+    responses: Vec<(usize, u16, Vec<u8>)>,
+}
+
+impl Applied {
+    /// Applies the changes not answered yet, in order, each seeing the ones before it; answers each.
+    fn apply(
+        changes: &[&Change],
+        outcomes: &mut [Option<ApiResult<Outcome>>],
+        read: Vec<CrmRow>,
+        now: DateTime<Utc>,
+    ) -> Applied {
         let mut slots: HashMap<Uuid, Slot> = HashMap::new();
         let mut by_email: HashMap<(Uuid, String), Uuid> = HashMap::new();
-        for row in locked {
+        for row in read {
             by_email.insert((row.workspace_id, row.email.to_lowercase()), row.id);
-            slots.insert(row.id, Slot { locked_at: Some(row.version), row });
+            slots.insert(row.id, Slot { read_at: Some(row.version), row });
         }
-
-        // The changes in order, each seeing the ones before it.
-        // Each event with the index of the change that made it (whose trace it carries).
-        let mut events: Vec<(RowChangedEvent, usize)> = Vec::new();
-        let mut responses: Vec<(usize, u16, Vec<u8>)> = Vec::new();
+        let mut events = Vec::new();
+        let mut responses = Vec::new();
         for (i, change) in changes.iter().enumerate() {
             if outcomes[i].is_some() {
                 continue;
@@ -282,39 +272,169 @@ async fn run_once(
             };
             outcomes[i] = Some(outcome);
         }
+        Applied { slots, events, responses }
+    }
 
-        // One statement per kind.
-        let new: Vec<&CrmRow> = slots.values().filter(|s| s.locked_at.is_none()).map(|s| &s.row).collect();
-        let changed: Vec<(&CrmRow, i64)> =
-            slots.values().filter_map(|s| s.locked_at.filter(|v| *v != s.row.version).map(|v| (&s.row, v))).collect();
-        let inserted = rows::insert(&mut tx, &new).await?;
-        if inserted.len() < new.len() {
-            // Another writer created a lead this batch thought new; its row is there now.
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let written = rows::update(&mut tx, &changed).await?;
-        if written.len() < changed.len() {
-            return Err(sqlx::Error::Protocol("a locked row changed under the batch".into()));
-        }
-        let messages: Vec<NewEvent> = events.iter().map(|(e, i)| NewEvent::of(subjects, e, items[*i].1)).collect();
-        outbox::enqueue_many_with_deliveries(&mut tx, &messages).await?;
-        let pending: Vec<(&RowChangedEvent, &[u8])> =
-            events.iter().zip(&messages).map(|((e, _), m)| (e, m.payload.as_slice())).collect();
-        deliveries::create_pending_many(&mut tx, &pending).await?;
-        let done: Vec<(Uuid, &str, u16, &[u8])> = responses
+    /// Rows new in this batch.
+    fn new_rows(&self) -> Vec<&CrmRow> {
+        self.slots.values().filter(|s| s.read_at.is_none()).map(|s| &s.row).collect()
+    }
+
+    /// Rows changed by this batch, with the version each must still be at.
+    fn changed_rows(&self) -> Vec<(&CrmRow, i64)> {
+        self.slots.values().filter_map(|s| s.read_at.filter(|v| *v != s.row.version).map(|v| (&s.row, v))).collect()
+    }
+
+    /// The events as the outbox and the stream carry them.
+    fn messages<'a>(
+        &self,
+        subjects: &Subjects,
+        items: &'a [(&Change, &BTreeMap<String, String>)],
+    ) -> Vec<NewEvent<'a>> {
+        self.events.iter().map(|(e, i)| NewEvent::of(subjects, e, items[*i].1)).collect()
+    }
+
+    /// The keys to store with their responses.
+    fn keys<'a>(&'a self, changes: &[&'a Change]) -> Vec<KeyResponse<'a>> {
+        self.responses
             .iter()
             .filter_map(|(i, status, body)| match changes[*i] {
-                Change::Interest { workspace_id, key: Some(key), .. } => {
-                    Some((*workspace_id, key.key.as_str(), *status, body.as_slice()))
-                }
+                Change::Interest { workspace_id, key: Some(key), .. } => Some(KeyResponse {
+                    workspace_id: *workspace_id,
+                    key: key.key.as_str(),
+                    request_hash: key.request_hash.as_slice(),
+                    status: *status,
+                    body: body.as_slice(),
+                }),
                 _ => None,
             })
-            .collect();
-        idempotency::complete_many(&mut tx, &done).await?;
-        tx.commit().await?;
-        Ok(Some(outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect()))
+            .collect()
     }
+}
+
+/// The events of a committed batch as the relay publishes them.
+fn committed(messages: Vec<NewEvent<'_>>, seqs: &HashMap<Uuid, i64>, at: DateTime<Utc>) -> Vec<Pending> {
+    messages
+        .into_iter()
+        .filter_map(|m| {
+            Some(Pending {
+                seq: *seqs.get(&m.msg_id)?,
+                msg_id: m.msg_id,
+                subject: m.subject,
+                payload: m.payload,
+                headers: sqlx::types::Json(m.headers.clone()),
+                created_at: at,
+            })
+        })
+        .collect()
+}
+
+/// The batch in one statement, without a transaction or locks: the rows are read, the changes applied, and
+/// everything written at once, each changed row only if it is still at the version read. `Err` with a
+/// serialization failure when something read has changed meanwhile (nothing is written then).
+async fn run_unlocked(
+    pool: &PgPool,
+    subjects: &Subjects,
+    items: &[(&Change, &BTreeMap<String, String>)],
+) -> Result<Written, sqlx::Error> {
+    let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
+    let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
+    let (emails, ids) = targets(&changes, &outcomes);
+    let read = rows::read_for_change(pool, &emails, &ids).await?;
+    let now = Utc::now().trunc_subsecs(6);
+    let applied = Applied::apply(&changes, &mut outcomes, read, now);
+    let messages = applied.messages(subjects, items);
+    let events: Vec<&RowChangedEvent> = applied.events.iter().map(|(e, _)| e).collect();
+    let keys = applied.keys(&changes);
+    let seqs = batch::write(
+        pool,
+        &batch::Batch {
+            new: &applied.new_rows(),
+            changed: &applied.changed_rows(),
+            events: &events,
+            messages: &messages,
+            keys: &keys,
+        },
+    )
+    .await?;
+    let committed = committed(messages, &seqs, Utc::now());
+    Ok((outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect(), committed))
+}
+
+/// One try at the batch in a transaction that locks what it touches; `None` when a new lead turned out to exist
+/// already.
+async fn run_locked(
+    pool: &PgPool,
+    subjects: &Subjects,
+    items: &[(&Change, &BTreeMap<String, String>)],
+) -> Result<Option<Written>, sqlx::Error> {
+    let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
+    let mut tx = pool.begin().await?;
+    let now = Utc::now().trunc_subsecs(6);
+    let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
+
+    // Keys first: a replay is answered from what its first request stored and changes nothing.
+    let keyed: Vec<(usize, Uuid, &IdempotencyKey)> = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Change::Interest { workspace_id, key: Some(key), .. } => Some((i, *workspace_id, key)),
+            _ => None,
+        })
+        .collect();
+    if !keyed.is_empty() {
+        let wanted: Vec<(Uuid, &str, &[u8])> =
+            keyed.iter().map(|(_, ws, k)| (*ws, k.key.as_str(), k.request_hash.as_slice())).collect();
+        let claimed: HashSet<(Uuid, String)> = idempotency::claim_many(&mut tx, &wanted).await?.into_iter().collect();
+        let replays: Vec<(Uuid, &str)> = keyed
+            .iter()
+            .filter(|(_, ws, k)| !claimed.contains(&(*ws, k.key.clone())))
+            .map(|(_, ws, k)| (*ws, k.key.as_str()))
+            .collect();
+        if !replays.is_empty() {
+            let stored: HashMap<(Uuid, String), idempotency::Stored> =
+                idempotency::stored_many(&mut tx, &replays).await?.into_iter().map(|(ws, k, s)| ((ws, k), s)).collect();
+            for (i, ws, key) in &keyed {
+                if let Some(s) = stored.get(&(*ws, key.key.clone())) {
+                    outcomes[*i] = Some(if s.request_hash == key.request_hash {
+                        Ok(Outcome::Replayed { status: s.status, body: s.body.clone() })
+                    } else {
+                        Err(ApiError::field("Idempotency-Key", "was already used with a different request body"))
+                    });
+                }
+            }
+        }
+    }
+
+    // Every row the rest of the batch touches, locked; the changes in order, each seeing the ones before it.
+    let (emails, ids) = targets(&changes, &outcomes);
+    let locked = rows::lock_for_change(&mut tx, &emails, &ids).await?;
+    let applied = Applied::apply(&changes, &mut outcomes, locked, now);
+
+    // One statement per kind.
+    let new = applied.new_rows();
+    let changed = applied.changed_rows();
+    let inserted = rows::insert(&mut tx, &new).await?;
+    if inserted.len() < new.len() {
+        // Another writer created a lead this batch thought new; its row is there now.
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let written = rows::update(&mut tx, &changed).await?;
+    if written.len() < changed.len() {
+        return Err(sqlx::Error::Protocol("a locked row changed under the batch".into()));
+    }
+    let messages = applied.messages(subjects, items);
+    let seqs = outbox::enqueue_many_with_deliveries(&mut tx, &messages).await?;
+    let pending: Vec<(&RowChangedEvent, &[u8])> =
+        applied.events.iter().zip(&messages).map(|((e, _), m)| (e, m.payload.as_slice())).collect();
+    deliveries::create_pending_many(&mut tx, &pending).await?;
+    let done: Vec<(Uuid, &str, u16, &[u8])> =
+        applied.keys(&changes).into_iter().map(|k| (k.workspace_id, k.key, k.status, k.body)).collect();
+    idempotency::complete_many(&mut tx, &done).await?;
+    tx.commit().await?;
+    let committed = committed(messages, &seqs, Utc::now());
+    Ok(Some((outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect(), committed)))
 }
 
 /// An interest, applied to the batch's rows: the lead's row created or updated, and its event.
@@ -337,7 +457,7 @@ fn apply_interest(
             let change = domain::Change { before: None, after: interest.new_row(workspace_id, now) };
             let event = change.event(Trigger::LeadInterest);
             by_email.insert(email, change.after.id);
-            slots.insert(change.after.id, Slot { row: change.after.clone(), locked_at: None });
+            slots.insert(change.after.id, Slot { row: change.after.clone(), read_at: None });
             (Outcome::Written { created: true, row: Box::new(change.after) }, event)
         }
     }
