@@ -4,7 +4,9 @@
 //! One task owns the scheduler and does everything in turn: pull while there is room, start what may start, learn
 //! from what finished, keep waiting messages alive (an in-progress ack each, every third of the ack wait), hand
 //! back what an endpoint cannot hold, say every few seconds what it sees ([`Presence`]). Each delivery runs on a
-//! task of its own and reports back to it.
+//! task of its own and reports back to it through its [`Hold`]: once when its answer is in (its slot is free for
+//! the next delivery while it records the attempt and answers JetStream), and once when it has ended (its message
+//! is no longer held).
 //!
 //! Shutdown: stop pulling; hand back at once every message that has not started, so another replica takes it;
 //! give deliveries in flight the grace period; then abandon the rest, which hand their messages back with an
@@ -19,6 +21,7 @@ use futures::StreamExt;
 use service_common::backoff::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -48,13 +51,45 @@ pub struct ConsumerLoop {
     pub grace: Duration,
 }
 
-/// A delivery task's report: its endpoint, whether it was the breaker's probe, and what it learned.
-type Done = (Uuid, bool, Feedback);
+/// What a delivery task tells the consumer loop.
+enum Report {
+    /// It no longer needs its slot: its answer is in, or it sends nothing. What it learned of its endpoint.
+    Released { endpoint: Uuid, probe: bool, feedback: Feedback },
+    /// It has ended: its message is answered and no longer held.
+    Ended,
+}
+
+/// A delivery's slot and its place in the buffer. [`Hold::release`] frees the slot with what the attempt taught;
+/// dropping the hold (however the task ends) releases the slot if that has not happened, then ends the hold, in
+/// that order.
+pub struct Hold {
+    reports: mpsc::UnboundedSender<Report>,
+    endpoint: Uuid,
+    probe: bool,
+    released: bool,
+}
+
+impl Hold {
+    /// Frees the slot for the next delivery (only the first call counts).
+    pub fn release(&mut self, feedback: Feedback) {
+        if !std::mem::replace(&mut self.released, true) {
+            let _ = self.reports.send(Report::Released { endpoint: self.endpoint, probe: self.probe, feedback });
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release(Feedback::NotSent);
+        let _ = self.reports.send(Report::Ended);
+    }
+}
 
 impl ConsumerLoop {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut sched: Scheduler<jetstream::Message> = Scheduler::new(self.scheduler);
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut keep_alive = tokio::time::interval(self.ack_wait / 3);
         let mut beat = tokio::time::interval(BEAT);
@@ -77,22 +112,29 @@ impl ConsumerLoop {
                 let now = Instant::now();
                 while let Some(dispatch) = sched.next(now, |ws| self.pacing(ws)) {
                     let ctx = self.ctx.clone();
-                    let (endpoint, probe) = (dispatch.endpoint, dispatch.probe);
-                    tasks.spawn(async move { (endpoint, probe, process::handle(&ctx, dispatch.message).await) });
+                    let hold = Hold {
+                        reports: reports.clone(),
+                        endpoint: dispatch.endpoint,
+                        probe: dispatch.probe,
+                        released: false,
+                    };
+                    tasks.spawn(async move { process::handle(&ctx, dispatch.message, hold).await });
                 }
                 self.ctx.metrics.buffered.set(sched.held() as i64);
                 let wake = sched.next_wake(now).map(tokio::time::Instant::from_std);
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break 'connect,
-                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        if let Ok((endpoint, probe, feedback)) = done {
+                    Some(report) = reported.recv() => match report {
+                        Report::Released { endpoint, probe, feedback } => {
                             sched.complete(endpoint, probe, feedback, Instant::now());
                             for (message, delay) in sched.take_evicted() {
                                 self.hand_back(message, delay).await;
                             }
                         }
-                    }
+                        Report::Ended => sched.settled(),
+                    },
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                     next = messages.next(), if sched.has_room() => match next {
                         Some(Ok(message)) => self.offer(&mut sched, message).await,
                         Some(Err(e)) => {
@@ -181,7 +223,7 @@ impl ConsumerLoop {
     }
 
     /// Waits for in-flight deliveries up to the grace period, then abandons the rest (they NAK themselves).
-    async fn drain(&self, mut tasks: JoinSet<Done>) {
+    async fn drain(&self, mut tasks: JoinSet<()>) {
         let in_flight = tasks.len();
         if in_flight > 0 {
             tracing::info!(in_flight, grace_ms = self.grace.as_millis() as u64, "draining deliveries in flight");

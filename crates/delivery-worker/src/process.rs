@@ -4,7 +4,8 @@
 //! named steps, each returning what the next one needs or the message's final answer: [`decode`] the event, find
 //! its [`target`] (or record why it is skipped), [`claim`] it in the delivery log, [`attempt`] the request,
 //! [`conclude`] what the answer means, and [`settle`] it: record the attempt and count it. What the endpoint's
-//! answer says about the endpoint (how fast, how healthy) goes back to the scheduler as [`Feedback`].
+//! answer says about the endpoint (how fast, how healthy) goes back to the scheduler as [`Feedback`] as soon as the
+//! answer is in, which frees the delivery's slot for the next one while this one records its attempt ([`Hold`]).
 //!
 //! Every path ends in exactly one of ack (done), NAK with a delay (try again later) or term (never again), and
 //! the delivery log is written before the answer, so a crash between the two repeats an answer rather than losing
@@ -15,6 +16,7 @@
 //! written again and again rather than answered with a NAK that would send the webhook a second time, and if the
 //! worker has to stop first, the message is acknowledged and the log lags ([`record_attempt`]).
 
+use crate::consumer::Hold;
 use crate::metrics::{HoldBack, WorkerMetrics};
 use crate::request::{jitter, outbound_request, with_progress};
 use crate::retry::{Decision, RetryPolicy};
@@ -73,10 +75,10 @@ pub enum Verdict {
     Term,
 }
 
-/// Processes one message and answers JetStream; says what the attempt taught about the endpoint. The delivery's
-/// span continues the trace the message carries (`traceparent` from the relay's publish), so a trace runs from
-/// the API request to each attempt.
-pub async fn handle(ctx: &Ctx, message: jetstream::Message) -> Feedback {
+/// Processes one message and answers JetStream; tells `hold` what the attempt taught about the endpoint once the
+/// answer is in. The delivery's span continues the trace the message carries (`traceparent` from the relay's
+/// publish), so a trace runs from the API request to each attempt.
+pub async fn handle(ctx: &Ctx, message: jetstream::Message, mut hold: Hold) {
     let span = tracing::info_span!(
         "webhook.delivery",
         event_id = tracing::field::Empty,
@@ -87,9 +89,8 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) -> Feedback {
     service_common::trace::set_parent(&span, |name| {
         message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
     });
-    let (verdict, feedback) = tracing::Instrument::instrument(deliver(ctx, &message), span)
-        .await
-        .unwrap_or_else(|early| (early, Feedback::NotSent));
+    let verdict =
+        tracing::Instrument::instrument(deliver(ctx, &message, &mut hold), span).await.unwrap_or_else(|early| early);
     let answer = match verdict {
         Verdict::Ack => message.ack().await,
         Verdict::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
@@ -100,11 +101,10 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message) -> Feedback {
         // The message comes back after the ack wait; the delivery log already holds the outcome.
         tracing::warn!(error = %e, ?verdict, "could not answer JetStream");
     }
-    feedback
 }
 
 /// The steps of one delivery. `Err` is an answer given before an attempt was made.
-async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<(Verdict, Feedback), Verdict> {
+async fn deliver(ctx: &Ctx, message: &jetstream::Message, hold: &mut Hold) -> Result<Verdict, Verdict> {
     let event = match decode(message) {
         Ok(event) => event,
         Err(reason) => return Err(stop_undecodable(ctx, message, &reason).await),
@@ -122,6 +122,7 @@ async fn deliver(ctx: &Ctx, message: &jetstream::Message) -> Result<(Verdict, Fe
         return Err(Verdict::Nak(Duration::ZERO));
     };
     let concluded = conclude(ctx, &event, &claimed, attempted);
+    hold.release(concluded.feedback);
     Ok(settle(ctx, message, &event, concluded).await)
 }
 
@@ -326,13 +327,8 @@ fn conclude(ctx: &Ctx, event: &RowChangedEvent, claimed: &Claimed, attempted: At
 
 /// Step 6: the attempt's consequences. A gone endpoint turns the webhook off (before the delivery shows as
 /// failed, so whoever reads the log sees the settings already say why); the attempt is recorded and counted.
-async fn settle(
-    ctx: &Ctx,
-    message: &jetstream::Message,
-    event: &RowChangedEvent,
-    concluded: Concluded,
-) -> (Verdict, Feedback) {
-    let Concluded { decision, record, verdict, feedback } = concluded;
+async fn settle(ctx: &Ctx, message: &jetstream::Message, event: &RowChangedEvent, concluded: Concluded) -> Verdict {
+    let Concluded { decision, record, verdict, .. } = concluded;
     let ws = event.workspace_id;
     if let Decision::Failed { disable_webhook: true, .. } = &decision {
         let reason =
@@ -347,7 +343,7 @@ async fn settle(
     }
     let (status, duration) = (record.status, record.duration);
     if record_attempt(ctx, message, record, matches!(decision, Decision::Success)).await == Logged::HandBack {
-        return (Verdict::Nak(DB_RETRY), feedback);
+        return Verdict::Nak(DB_RETRY);
     }
     if matches!(decision, Decision::Retry { .. }) {
         ctx.metrics.retries_scheduled.inc();
@@ -355,7 +351,7 @@ async fn settle(
     ctx.metrics.count(status);
     ctx.metrics.observe_attempt(status, duration);
     tracing::Span::current().record("outcome", status.as_str());
-    (verdict, feedback)
+    verdict
 }
 
 /// What became of an attempt's record.

@@ -185,6 +185,9 @@ pub struct Scheduler<M> {
     ring: VecDeque<Uuid>,
     queued: usize,
     in_flight: usize,
+    /// Deliveries whose answer is in (their slot is free again) that are still recording it and answering
+    /// JetStream: their messages are still held.
+    settling: usize,
     /// Queued messages an endpoint can no longer hold (its drain rate fell), to hand back with their delay.
     evicted: Vec<(M, Duration)>,
 }
@@ -197,6 +200,7 @@ impl<M> Scheduler<M> {
             ring: VecDeque::new(),
             queued: 0,
             in_flight: 0,
+            settling: 0,
             evicted: Vec::new(),
         }
     }
@@ -207,9 +211,9 @@ impl<M> Scheduler<M> {
         std::mem::take(&mut self.evicted)
     }
 
-    /// Messages held: queued and in flight.
+    /// Messages held: queued, in flight, and settling (answered, being recorded).
     pub fn held(&self) -> usize {
-        self.queued + self.in_flight
+        self.queued + self.in_flight + self.settling
     }
 
     pub fn in_flight(&self) -> usize {
@@ -324,9 +328,11 @@ impl<M> Scheduler<M> {
         wake
     }
 
-    /// A delivery of `endpoint` finished; `probe` as it was dispatched.
+    /// A delivery of `endpoint` no longer needs its slot (its answer is in, or it sends nothing); `probe` as it
+    /// was dispatched. Its message stays held until [`Scheduler::settled`].
     pub fn complete(&mut self, endpoint: Uuid, probe: bool, feedback: Feedback, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.settling += 1;
         let Some(e) = self.endpoints.get_mut(&endpoint) else { return };
         let in_flight = e.in_flight;
         e.in_flight = e.in_flight.saturating_sub(1);
@@ -366,6 +372,11 @@ impl<M> Scheduler<M> {
                 }
             }
         }
+    }
+
+    /// A delivery [completed](Scheduler::complete) earlier has answered JetStream: its message is no longer held.
+    pub fn settled(&mut self) {
+        self.settling = self.settling.saturating_sub(1);
     }
 
     /// Every queued message, for in-progress acks.

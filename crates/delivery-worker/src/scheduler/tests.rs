@@ -70,6 +70,7 @@ impl Sim {
         self.running = running;
         for (_, endpoint, probe, feedback) in done {
             self.sched.complete(endpoint, probe, feedback, self.now);
+            self.sched.settled();
         }
     }
 
@@ -293,4 +294,25 @@ fn shutdown_takes_every_queued_message() {
     assert_eq!(sched.queued().count(), 4);
     assert_eq!(sched.take_queued().len(), 4);
     assert_eq!(sched.held(), 1, "the one in flight is still held");
+}
+
+#[test]
+fn an_answered_delivery_frees_its_slot_at_once_and_its_message_until_it_has_settled() {
+    let mut sched: Scheduler<u32> = Scheduler::new(config(1, 2));
+    let now = Instant::now();
+    let e = Uuid::now_v7();
+    sched.offer(e, 0, now).unwrap();
+    sched.offer(e, 1, now).unwrap();
+    let d = sched.next(now, unlimited).unwrap();
+    assert!(sched.next(now, unlimited).is_none(), "one slot");
+    assert!(!sched.has_room());
+    // The answer is in: the next one may go while the first is still being recorded...
+    sched.complete(d.endpoint, d.probe, Feedback::Settled(MS), now);
+    assert!(sched.next(now, unlimited).is_some(), "the slot is free again");
+    // ...but the buffer still counts the first message until it has settled.
+    assert_eq!(sched.held(), 2);
+    assert!(!sched.has_room());
+    sched.settled();
+    assert_eq!(sched.held(), 1);
+    assert!(sched.has_room());
 }
