@@ -46,6 +46,8 @@ pub struct LoadStats {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
     pub failed: AtomicU64,
+    /// Failed requests by what they got: the HTTP status, or the client error's kind.
+    pub failed_by: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Scheduled-to-response latencies of successful steady-phase requests.
     pub api_latencies: Mutex<Vec<Duration>>,
     /// How far behind schedule the generator itself fell at worst (for the report).
@@ -96,14 +98,28 @@ impl Generator {
     }
 
     /// Offers `rate` requests per second for `duration`, then waits for every request to finish.
+    ///
+    /// The schedule is kept by an OS thread of its own sleeping until each request's time (a high-resolution
+    /// sleep, tens of microseconds late at worst), not by the async runtime's timer, whose millisecond ticks
+    /// would send each request up to a millisecond late and add that to every latency measured from the schedule.
     pub async fn run(&self, rate: f64, duration: Duration, phase: Phase) {
         let total = (rate * duration.as_secs_f64()).round() as u64;
-        let start = tokio::time::Instant::now();
+        let start = Instant::now();
+        let (due, mut ticks) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let clock = std::thread::spawn(move || {
+            for i in 0..total {
+                let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if due.send(scheduled).is_err() {
+                    return;
+                }
+            }
+        });
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..total {
-            let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(scheduled).await;
-            let lag = tokio::time::Instant::now().saturating_duration_since(scheduled);
+        while let Some(scheduled) = ticks.recv().await {
+            let lag = Instant::now().saturating_duration_since(scheduled);
             {
                 let mut max = self.stats.max_send_lag.lock().unwrap_or_else(|p| p.into_inner());
                 *max = (*max).max(lag);
@@ -118,10 +134,10 @@ impl Generator {
                 run: self.run.clone(),
                 scenario: self.scenario,
             };
-            let scheduled = scheduled.into_std();
             tasks.spawn(async move { request.send(n, scheduled, phase).await });
             while tasks.try_join_next().is_some() {}
         }
+        let _ = clock.join();
         while tasks.join_next().await.is_some() {}
     }
 }
@@ -171,12 +187,21 @@ impl Request {
         }
         let response = response.expect("at least one replica");
         let accepted = match response {
-            Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
-            _ => None,
+            Ok(r) if r.status().is_success() => {
+                r.json::<serde_json::Value>().await.map_err(|_| "unreadable body".into())
+            }
+            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Err(e) if e.is_timeout() => Err("timeout".into()),
+            Err(e) if e.is_connect() => Err("connect".into()),
+            Err(_) => Err("other client error".into()),
         };
-        let Some(row) = accepted else {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let row = match accepted {
+            Ok(row) => row,
+            Err(why) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                *self.stats.failed_by.lock().unwrap_or_else(|p| p.into_inner()).entry(why).or_default() += 1;
+                return;
+            }
         };
         let done = Instant::now();
         let (Some(id), Some(version)) =

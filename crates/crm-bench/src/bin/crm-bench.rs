@@ -24,7 +24,7 @@ USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
               [--scenario uniform|hot|mixed] [--hot-share F] [--hang-share F]
               [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other]
-              [--find-max] [--no-build]
+              [--env NAME=VALUE]... [--find-max] [--no-build]
 
     --rate R               events offered per second (default 1000; the starting rate with --find-max)
     --duration S           length of the measured steady window in seconds (default 30)
@@ -39,6 +39,7 @@ USAGE:
     --worker-concurrency C WORKER_CONCURRENCY of each worker (default 64; 256 with a receiver delay)
     --warmup S             unmeasured warm-up at the same rate (default 5)
     --drain-timeout S      how long to wait for the backlog after the window (default 60)
+    --env NAME=VALUE       set a variable of the services' environment (repeatable), e.g. --env CRM_API_WRITERS=1
     --find-max             raise the rate by 30% per step until the backlog stops draining
     --no-build             do not build crm-api and delivery-worker first
 
@@ -59,6 +60,8 @@ struct Args {
     fail_every_other: bool,
     find_max: bool,
     build: bool,
+    /// Extra variables for the services' environment.
+    env: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -75,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         fail_every_other: false,
         find_max: false,
         build: true,
+        env: Vec::new(),
     };
     let (mut scenario, mut hot_share, mut hang_share) = ("uniform".to_owned(), 0.8, 0.02);
     let mut it = std::env::args().skip(1);
@@ -100,6 +104,11 @@ fn parse_args() -> Result<Args, String> {
             "--receiver-fail-every-other" => args.fail_every_other = true,
             "--find-max" => args.find_max = true,
             "--no-build" => args.build = false,
+            "--env" => {
+                let pair = value("--env")?;
+                let (name, v) = pair.split_once('=').ok_or_else(|| format!("--env: `{pair}` is not NAME=VALUE"))?;
+                args.env.push((name.to_owned(), v.to_owned()));
+            }
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -168,12 +177,9 @@ async fn run_once(args: &Args, rate: f64) -> anyhow::Result<Outcome> {
     let log_dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir)?;
     let concurrency = worker_concurrency(args).to_string();
-    let spec = StackSpec {
-        workers: args.workers,
-        env: vec![("WORKER_CONCURRENCY".into(), concurrency), ("CRM_DB_MAX_CONNECTIONS".into(), "32".into())],
-        log_dir,
-        ..Default::default()
-    };
+    let mut env = vec![("WORKER_CONCURRENCY".into(), concurrency), ("CRM_DB_MAX_CONNECTIONS".into(), "32".into())];
+    env.extend(args.env.iter().cloned());
+    let spec = StackSpec { workers: args.workers, env, log_dir, ..Default::default() };
     let stack = Stack::start(spec).await?;
     let result = measure(args, rate, &stack, &ledger, &receiver).await;
     receiver.stop();
@@ -263,6 +269,7 @@ async fn measure(
         "hanging_accepted": report.hanging,
         "e2e_by_class": by_class,
         "failed_requests": failed,
+        "failed_by": generator.stats.failed_by.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "events_per_s": round1(events_per_s),
         "delivered_per_s": round1(delivered_in_window as f64 / window.as_secs_f64()),
         "api_p50_ms": round2(quantile_ms(&api, 0.5)),
