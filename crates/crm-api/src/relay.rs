@@ -58,7 +58,12 @@ pub struct PassStats {
 }
 
 /// Batches of committed events the direct path holds at most; more wait in the outbox for a pass.
-const HANDOFF_BATCHES: usize = 64;
+const HANDOFF_BATCHES: usize = 1024;
+
+/// How long after their commit the events handed to the direct path are its own: passes (of any replica) leave
+/// them alone until then, so they are not published twice. Events the direct path could not publish wait this
+/// long for a pass.
+pub const DIRECT_GRACE: Duration = Duration::from_secs(5);
 
 /// How this process's writers hand the relay what they committed. Cheap to clone; never waits.
 #[derive(Clone)]
@@ -141,6 +146,9 @@ impl Relay {
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         let mut last_backlog_sample = Instant::now() - Duration::from_secs(60);
+        // A steady clock, not a sleep begun afresh on every turn: a busy direct path must not keep the poll away.
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Pass until the outbox is drained, at start and whenever asked.
         let mut pass_due = true;
         while !shutdown.is_cancelled() {
@@ -185,9 +193,17 @@ impl Relay {
                 }
                 _ = wake.notified() => pass_due = true,
                 _ = missed.notified() => pass_due = true,
-                _ = tokio::time::sleep(self.poll_interval) => pass_due = true,
+                _ = poll.tick() => pass_due = true,
                 _ = shutdown.cancelled() => break,
             }
+        }
+        // What the writers committed before the stop: published now rather than at the next start's pass.
+        let mut events = Vec::new();
+        while let Ok(more) = handed.try_recv() {
+            events.extend(more);
+        }
+        if !events.is_empty() {
+            self.publish_handed(events).await;
         }
         let _ = listener.await;
     }
@@ -229,7 +245,7 @@ impl Relay {
     /// losing a commit in a PostgreSQL crash only republishes the batch, which the stream dedupes.
     pub async fn pass(&self) -> Result<PassStats, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let pending = outbox::take(&mut tx, self.batch_size).await?;
+        let pending = outbox::take(&mut tx, self.batch_size, DIRECT_GRACE).await?;
         if pending.is_empty() {
             tx.commit().await?;
             return Ok(PassStats::default());

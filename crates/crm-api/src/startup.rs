@@ -103,16 +103,19 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown`; then stops accepting, finishes requests in flight, lets the relay finish its
-    /// pass, and returns.
+    /// Serves until `shutdown`; then stops accepting, finishes requests in flight, lets the relay publish what
+    /// they committed and finish its pass, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(port = self.port, "crm-api listening");
+        // The relay stops only once the last request has been answered, so it publishes every event committed.
+        let relay_stop = CancellationToken::new();
         let relay_task =
-            tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.handed, shutdown.clone()));
+            tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.handed, relay_stop.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
+        relay_stop.cancel();
         let _ = relay_task.await;
         let _ = housekeeping.await;
         let _ = revocations.await;

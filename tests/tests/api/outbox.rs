@@ -127,7 +127,7 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
     // the rows are back in the outbox.
     {
         let mut tx = pool.begin().await.unwrap();
-        let claimed = outbox::take(&mut tx, 100).await.unwrap();
+        let claimed = outbox::take(&mut tx, 100, relay::DIRECT_GRACE).await.unwrap();
         assert_eq!(claimed.len(), 3);
         let stats = relay::publish(&service_common::nats::jetstream(js.client()), &claimed).await.unwrap().stats;
         assert_eq!(stats, relay::PassStats { published: 3, duplicates: 0, parked: 0 });

@@ -98,18 +98,27 @@ pub async fn delete_published(db: &sqlx::PgPool, seqs: &[i64]) -> Result<(), sql
 /// in the caller's transaction and come back if it rolls back (a failed publish, a crash), so taking them and
 /// marking them sent is one statement. Committing the transaction is the mark.
 ///
+/// Events a writer committed (those without a body of their own) are left alone for `direct` after their commit:
+/// their replica's relay is publishing them directly ([`crate::relay::Handoff`]) and deletes them within
+/// milliseconds, so a pass taking them too would only publish them twice. Other events (a test event, a
+/// redelivery, a re-driven parked event) are taken at once.
+///
 /// An event enqueued without its body gets it from its delivery. One whose delivery is gone (its workspace was
 /// deleted, which deletes its deliveries) is dropped: there is nobody left to send it to.
-pub async fn take(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+pub async fn take(tx: &mut PgConnection, limit: i64, direct: std::time::Duration) -> Result<Vec<Pending>, sqlx::Error> {
     let taken = sqlx::query!(
         r#"WITH taken AS (
-             DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+             DELETE FROM outbox
+              WHERE seq IN (SELECT seq FROM outbox
+                             WHERE payload IS NOT NULL OR created_at < now() - $2 * interval '1 millisecond'
+                             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING seq, msg_id, subject, payload, headers, created_at)
            SELECT t.seq AS "seq!", t.msg_id AS "msg_id!", t.subject AS "subject!",
                   COALESCE(t.payload, d.event) AS payload,
                   t.headers AS "headers!: Json<BTreeMap<String, String>>", t.created_at AS "created_at!"
              FROM taken t LEFT JOIN deliveries d ON t.payload IS NULL AND d.id = t.msg_id"#,
-        limit
+        limit,
+        direct.as_millis() as f64
     )
     .fetch_all(tx)
     .await?;
