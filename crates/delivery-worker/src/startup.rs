@@ -43,10 +43,11 @@ impl Worker {
         let pool = db::connect(&config.common.database_url, config.db_max_connections, "delivery-worker")
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        // Attempt records, skips and claims look deliveries up by key, many per statement.
+        // Attempt records and skips look deliveries up by key, many per statement; each has one batching writer,
+        // so two connections serve them.
         let record_pool = db::connect_key_lookups(
             &config.common.database_url,
-            config.db_max_connections,
+            2,
             "delivery-worker-records",
             db::Commit::Durable,
         )
