@@ -230,3 +230,51 @@ async fn a_replay_after_its_first_request_committed_is_answered_from_the_key() {
     assert!(matches!(&again, Ok(Outcome::Replayed { status: 201, .. })), "{again:?}");
     assert_eq!(events(&pool).await, 1, "the replay emitted nothing");
 }
+
+#[tokio::test]
+async fn a_row_changed_by_a_concurrent_transaction_is_still_locked_and_read_in_its_new_version() {
+    use crm_api::repo::rows;
+
+    let (_db, pool, writer, ws) = setup().await;
+    let ada = row(&writer.submit(new_lead(ws, "ada@example.com")).await).clone();
+    // Another transaction holds the row, changed but not yet committed.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("UPDATE crm_rows SET version = version + 1, owner = 'Grace' WHERE id = $1")
+        .bind(ada.id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    // A batch locks the row by id and by email meanwhile: it waits for the other transaction...
+    let locking = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let by_id = rows::lock_for_change(&mut tx, &[], &[(ws, ada.id)]).await.unwrap();
+            let by_email = rows::lock_for_change(&mut tx, &[(ws, "ADA@example.com".into())], &[]).await.unwrap();
+            (by_id, by_email)
+        })
+    };
+    until_someone_waits_for_a_lock(&pool).await;
+    other.commit().await.unwrap();
+    // ...and then gets the row in the version the other one committed, not nothing.
+    let (by_id, by_email) = locking.await.unwrap();
+    assert_eq!(by_id.iter().map(|r| (r.id, r.version)).collect::<Vec<_>>(), [(ada.id, ada.version + 1)]);
+    assert_eq!(by_email.iter().map(|r| r.owner.as_deref()).collect::<Vec<_>>(), [Some("Grace")]);
+}
+
+/// Waits until some session of this database waits for a row lock.
+async fn until_someone_waits_for_a_lock(pool: &PgPool) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("nobody waited for the row lock");
+}

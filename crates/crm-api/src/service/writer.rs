@@ -343,6 +343,14 @@ async fn run_unlocked(
     let read = rows::read_for_change(pool, &emails, &ids).await?;
     let now = Utc::now().trunc_subsecs(6);
     let applied = Applied::apply(&changes, &mut outcomes, read, now);
+    let answers = |outcomes: Vec<Option<ApiResult<Outcome>>>| {
+        outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect::<Vec<_>>()
+    };
+    if applied.events.is_empty() {
+        // Nothing changes (every row written and every key stored comes with an event): edits that set what is
+        // there already, or refused ones, are answered from the rows as read.
+        return Ok((answers(outcomes), Vec::new()));
+    }
     let messages = applied.messages(subjects, items);
     let events: Vec<&RowChangedEvent> = applied.events.iter().map(|(e, _)| e).collect();
     let keys = applied.keys(&changes);
@@ -358,7 +366,7 @@ async fn run_unlocked(
     )
     .await?;
     let committed = committed(messages, &seqs, Utc::now());
-    Ok((outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect(), committed))
+    Ok((answers(outcomes), committed))
 }
 
 /// One try at the batch in a transaction that locks what it touches; `None` when a new lead turned out to exist
