@@ -46,7 +46,8 @@ pub struct LoadStats {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
     pub failed: AtomicU64,
-    /// Failed requests by what they got: the HTTP status, or the client error's kind.
+    /// Failed requests by kind (new lead, repeat interest, edit) and what they got: the HTTP status, or the client
+    /// error's kind.
     pub failed_by: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Scheduled-to-response latencies of successful steady-phase requests.
     pub api_latencies: Mutex<Vec<Duration>>,
@@ -142,6 +143,14 @@ impl Generator {
     }
 }
 
+/// What the generator reads of an accepted row (the rest of the body is skipped, not parsed into values).
+#[derive(serde::Deserialize)]
+struct Accepted {
+    id: Uuid,
+    version: i64,
+    email: String,
+}
+
 struct Request {
     client: reqwest::Client,
     api_urls: Arc<Vec<String>>,
@@ -187,9 +196,7 @@ impl Request {
         }
         let response = response.expect("at least one replica");
         let accepted = match response {
-            Ok(r) if r.status().is_success() => {
-                r.json::<serde_json::Value>().await.map_err(|_| "unreadable body".into())
-            }
+            Ok(r) if r.status().is_success() => r.json::<Accepted>().await.map_err(|_| "unreadable body".into()),
             Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
             Err(e) if e.is_timeout() => Err("timeout".into()),
             Err(e) if e.is_connect() => Err("connect".into()),
@@ -198,22 +205,22 @@ impl Request {
         let row = match accepted {
             Ok(row) => row,
             Err(why) => {
+                let request = match (kind, &known) {
+                    (2, Some(_)) => "repeat interest",
+                    (3, Some(_)) => "edit",
+                    _ => "new lead",
+                };
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let why = format!("{request}: {why}");
                 *self.stats.failed_by.lock().unwrap_or_else(|p| p.into_inner()).entry(why).or_default() += 1;
                 return;
             }
         };
         let done = Instant::now();
-        let (Some(id), Some(version)) =
-            (row["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()), row["version"].as_i64())
-        else {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
         self.stats.ok.fetch_add(1, Ordering::Relaxed);
-        self.ledger.accept((id, version), scheduled, phase, target.class);
-        if version == 1 {
-            target.remember(id, row["email"].as_str().unwrap_or_default().to_owned());
+        self.ledger.accept((row.id, row.version), scheduled, phase, target.class);
+        if row.version == 1 {
+            target.remember(row.id, row.email);
         }
         if phase == Phase::Steady {
             self.stats.api_latencies.lock().unwrap_or_else(|p| p.into_inner()).push(done - scheduled);
