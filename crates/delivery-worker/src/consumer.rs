@@ -19,6 +19,7 @@ use futures::StreamExt;
 use service_common::backoff::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -52,7 +53,8 @@ pub struct ConsumerLoop {
 type Done = (Uuid, bool, Feedback);
 
 impl ConsumerLoop {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; `resumes` brings the endpoints operators resume ([`crate::resume`]).
+    pub async fn run(self, mut resumes: mpsc::Receiver<Uuid>, shutdown: CancellationToken) {
         let mut sched: Scheduler<jetstream::Message> = Scheduler::new(self.scheduler);
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -112,6 +114,11 @@ impl ConsumerLoop {
                         }
                     }
                     _ = beat.tick() => self.beat(&mut sched),
+                    Some(endpoint) = resumes.recv() => {
+                        if sched.resume(endpoint) {
+                            tracing::info!(workspace_id = %endpoint, "endpoint resumed by an operator");
+                        }
+                    }
                     _ = sleep_until(wake), if wake.is_some() => {}
                 }
             }

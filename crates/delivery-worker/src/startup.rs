@@ -117,9 +117,12 @@ impl Worker {
             tokio::spawn(
                 async move { axum::serve(self.listener, self.router).with_graceful_shutdown(serve_until).await },
             );
-        self.consumer.run(shutdown).await;
+        let (resume_to, resumes) = tokio::sync::mpsc::channel(crate::resume::QUEUE);
+        let resumer = tokio::spawn(crate::resume::follow(self.ctx.pool.clone(), resume_to, background.clone()));
+        self.consumer.run(resumes, shutdown).await;
         background.cancel();
         let _ = follower.await;
+        let _ = resumer.await;
         let _ = sampler.await;
         server.await.context("health server task")?.context("health server")?;
         tracing::info!("delivery-worker stopped");

@@ -2,6 +2,7 @@
 
 mod dedupe;
 mod delivery;
+mod endpoint;
 mod fairness;
 mod recording;
 mod retries;

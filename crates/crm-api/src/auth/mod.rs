@@ -82,6 +82,8 @@ pub enum Capability {
     WriteSettings,
     SendTestEvent,
     Redeliver,
+    /// Lift a paused or system-disabled endpoint now.
+    ResumeEndpoint,
 }
 
 impl Capability {
@@ -90,7 +92,10 @@ impl Capability {
         match self {
             Capability::ReadRows | Capability::ReadSettings | Capability::ReadDeliveries => Role::Viewer,
             Capability::RecordInterest | Capability::EditRows => Role::Editor,
-            Capability::WriteSettings | Capability::SendTestEvent | Capability::Redeliver => Role::Admin,
+            Capability::WriteSettings
+            | Capability::SendTestEvent
+            | Capability::Redeliver
+            | Capability::ResumeEndpoint => Role::Admin,
         }
     }
 
@@ -104,6 +109,7 @@ impl Capability {
             Capability::WriteSettings => "settings:write",
             Capability::SendTestEvent => "webhook:test",
             Capability::Redeliver => "deliveries:redeliver",
+            Capability::ResumeEndpoint => "webhook:resume",
         }
     }
 }
@@ -194,7 +200,17 @@ pub mod can {
         )*};
     }
 
-    markers!(ReadRows, ReadSettings, ReadDeliveries, RecordInterest, EditRows, WriteSettings, SendTestEvent, Redeliver);
+    markers!(
+        ReadRows,
+        ReadSettings,
+        ReadDeliveries,
+        RecordInterest,
+        EditRows,
+        WriteSettings,
+        SendTestEvent,
+        Redeliver,
+        ResumeEndpoint,
+    );
 }
 
 /// A workspace token holder whose role grants `N`'s capability: 401, 404 and 403 are all decided from the request
@@ -257,6 +273,8 @@ mod tests {
         assert!(Role::Editor.grants(Capability::RecordInterest));
         assert!(!Role::Editor.grants(Capability::WriteSettings));
         assert!(Role::Admin.grants(Capability::Redeliver));
+        assert!(!Role::Editor.grants(Capability::ResumeEndpoint));
+        assert!(Role::Admin.grants(Capability::ResumeEndpoint));
     }
 
     #[test]

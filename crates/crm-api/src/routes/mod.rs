@@ -7,6 +7,7 @@
 mod admin;
 mod deliveries;
 pub mod docs;
+mod endpoint;
 mod outbox;
 mod rows;
 mod settings;
@@ -42,7 +43,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::list)))
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::get)))
         .routes(workspace::<can::Redeliver>(routes!(deliveries::redeliver)))
-        .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::health)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(endpoint::health)))
+        .routes(workspace::<can::ResumeEndpoint>(routes!(endpoint::resume)))
         .routes(routes!(openapi))
 }
 

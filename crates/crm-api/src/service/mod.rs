@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod deliveries;
+pub mod endpoint;
 pub mod rows;
 pub mod settings;
 pub mod writer;
