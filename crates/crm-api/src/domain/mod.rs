@@ -13,6 +13,7 @@ pub mod health;
 pub mod input;
 pub mod interest;
 pub mod patch;
+pub mod replay;
 pub mod settings;
 
 pub use change::{etag, test_event, Change, IfMatch};

@@ -115,6 +115,11 @@ pub async fn get(
     Ok(Some((delivery, attempts)))
 }
 
+/// A delivery's stored event, as it was published.
+pub async fn event(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT event FROM deliveries WHERE id = $1", id).fetch_optional(db).await
+}
+
 /// Records a delivery as pending when its event is committed (test events), so it can be looked up at once.
 pub async fn create_pending(conn: &mut PgConnection, event: &RowChangedEvent) -> Result<(), sqlx::Error> {
     sqlx::query!(

@@ -2,6 +2,7 @@
 
 use super::docs::{PageParams, WsIdParams, WsParam};
 use crate::auth::{can, Authorized};
+use crate::domain::replay::{self, Header, WebhookRequest};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::ApiQuery;
 use crate::pagination;
@@ -38,8 +39,8 @@ pub struct DeliveryDetail {
     row_id: Option<Uuid>,
     #[schema(value_type = super::docs::DeliveryStatusSchema)]
     status: String,
-    /// Every attempt, oldest first.
-    attempts: Vec<Attempt>,
+    /// Every attempt, oldest first, with the headers it sent.
+    attempts: Vec<AttemptDetail>,
     /// The number of attempts.
     #[schema(minimum = 0)]
     attempt_count: i32,
@@ -55,6 +56,19 @@ pub struct DeliveryDetail {
     #[serde(serialize_with = "crate::json::opt_timestamp")]
     #[schema(required = true)]
     next_attempt_at: Option<DateTime<Utc>>,
+    /// The request every attempt sends (the same body each time); null if the stored event cannot be read.
+    #[schema(required = true)]
+    request: Option<WebhookRequest>,
+}
+
+/// One attempt, with what the receiver got.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptDetail {
+    #[serde(flatten)]
+    attempt: Attempt,
+    /// The headers the receiver got, in order, with the signatures elided (`sha256=<elided>`, `v1,<elided>`): they
+    /// are never computed outside the worker. The timestamps are the attempt's start, in Unix seconds.
+    request_headers: Vec<Header>,
 }
 
 /// A redelivery queued.
@@ -96,7 +110,10 @@ pub async fn list(
 
 /// One delivery with its attempts
 ///
-/// The delivery and every attempt, oldest first; `attempts` is the list here and `attempt_count` the number.
+/// The delivery and every attempt, oldest first; `attempts` is the list here and `attempt_count` the number. With
+/// them, what the receiver got: `request` (method, the webhook's URL as configured now, and the body every attempt
+/// sends) and each attempt's `request_headers`, signatures elided; the answer is each attempt's `status_code`,
+/// `duration_ms` and `response_excerpt`.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}", tag = "deliveries",
     operation_id = "getDelivery", params(WsIdParams),
     responses((status = 200, description = "The delivery.", body = DeliveryDetail)))]
@@ -107,7 +124,17 @@ pub async fn get(
     let mut conn = state.pool.acquire().await?;
     let (d, attempts) =
         deliveries::get(&mut conn, caller.workspace_id, caller.id()?).await?.ok_or(ApiError::NotFound("delivery"))?;
+    let event = deliveries::event(&mut *conn, d.id).await?;
+    let url = crate::repo::settings::get(&mut *conn, caller.workspace_id).await?.url;
+    let attempts = attempts
+        .into_iter()
+        .map(|a| AttemptDetail {
+            request_headers: replay::attempt_headers(d.id, &d.event_type, a.attempt, a.started_at),
+            attempt: a,
+        })
+        .collect();
     Ok(Json(DeliveryDetail {
+        request: event.and_then(|event| replay::request(&event, url)),
         id: d.id,
         event_type: d.event_type,
         row_id: d.row_id,
