@@ -280,6 +280,10 @@ pub struct RowList {
     /// Pass it back as `?cursor=` for the next page; null on the last page.
     #[schema(required = true)]
     next_cursor: Option<String>,
+    /// How many rows match the filter (`stage`, `q`) in all, counted when the first page is read; null on the
+    /// later pages (asked for with a `cursor`), so paging through a list counts once.
+    #[schema(required = true, minimum = 0)]
+    total: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
