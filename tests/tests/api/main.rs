@@ -7,3 +7,4 @@ mod outbox;
 mod retention;
 mod rows;
 mod settings;
+mod stats;

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod rows;
 pub mod settings;
+pub mod stats;
 pub mod workspaces;
 
 /// Whether `e` is a violation of the named unique constraint (or unique index).

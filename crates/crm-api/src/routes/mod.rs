@@ -11,6 +11,7 @@ mod endpoint;
 mod outbox;
 mod rows;
 mod settings;
+mod stats;
 
 use crate::auth::{can, Needs};
 use crate::error::ApiError;
@@ -45,6 +46,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(workspace::<can::Redeliver>(routes!(deliveries::redeliver)))
         .routes(workspace::<can::ReadDeliveries>(routes!(endpoint::health)))
         .routes(workspace::<can::ResumeEndpoint>(routes!(endpoint::resume)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(stats::get)))
         .routes(routes!(openapi))
 }
 
