@@ -1,8 +1,10 @@
 //! Building and running crm-api: `Application::build(config)` binds its listener (port 0 works) and connects;
-//! `run_until_stopped(shutdown)` serves the API and runs the relay until the token is cancelled.
+//! `run_until_stopped(shutdown)` serves the API and runs the relay, the recovery task and housekeeping until the
+//! token is cancelled.
 
 use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
+use crate::recovery::Recoverer;
 use crate::relay::Relay;
 use crate::routes;
 use crate::service::writer::Writer;
@@ -29,6 +31,7 @@ pub struct Application {
     js: async_nats::jetstream::Context,
     header_read_timeout: Duration,
     delivery_retention: Duration,
+    recoverer: Recoverer,
 }
 
 impl Application {
@@ -55,6 +58,7 @@ impl Application {
             tokens: crate::auth::TokenCache::default(),
             body_read_timeout: config.body_read_timeout,
             writer,
+            recovery_wake: Arc::new(Notify::new()),
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
@@ -67,6 +71,7 @@ impl Application {
         let relay_pool = db::connect_async_commit(&config.common.database_url, 4, "crm-api-relay")
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let recoverer = Recoverer::new(pool.clone(), state.subjects.clone(), config.recovery, metrics.clone());
         let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
@@ -85,6 +90,7 @@ impl Application {
             js,
             header_read_timeout,
             delivery_retention,
+            recoverer,
         })
     }
 
@@ -104,11 +110,13 @@ impl Application {
             tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.relay_wake, shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
+        let recoveries = tokio::spawn(self.recoverer.run(self.state.recovery_wake.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
         let _ = relay_task.await;
         let _ = housekeeping.await;
         let _ = revocations.await;
+        let _ = recoveries.await;
         tracing::info!("crm-api stopped");
         Ok(())
     }

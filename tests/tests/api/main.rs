@@ -4,6 +4,7 @@ mod admin;
 mod hardening;
 mod health;
 mod outbox;
+mod recoveries;
 mod retention;
 mod rows;
 mod settings;

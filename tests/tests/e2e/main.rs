@@ -5,6 +5,7 @@ mod delivery;
 mod endpoint;
 mod fairness;
 mod recording;
+mod recovery;
 mod retries;
 mod scale;
 mod scheduling;

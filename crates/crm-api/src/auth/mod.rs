@@ -82,6 +82,8 @@ pub enum Capability {
     WriteSettings,
     SendTestEvent,
     Redeliver,
+    /// Re-queue the deliveries of a time range at once (bulk recovery).
+    RecoverDeliveries,
     /// Lift a paused or system-disabled endpoint now.
     ResumeEndpoint,
 }
@@ -95,6 +97,7 @@ impl Capability {
             Capability::WriteSettings
             | Capability::SendTestEvent
             | Capability::Redeliver
+            | Capability::RecoverDeliveries
             | Capability::ResumeEndpoint => Role::Admin,
         }
     }
@@ -109,6 +112,7 @@ impl Capability {
             Capability::WriteSettings => "settings:write",
             Capability::SendTestEvent => "webhook:test",
             Capability::Redeliver => "deliveries:redeliver",
+            Capability::RecoverDeliveries => "deliveries:recover",
             Capability::ResumeEndpoint => "webhook:resume",
         }
     }
@@ -209,6 +213,7 @@ pub mod can {
         WriteSettings,
         SendTestEvent,
         Redeliver,
+        RecoverDeliveries,
         ResumeEndpoint,
     );
 }
@@ -273,8 +278,9 @@ mod tests {
         assert!(Role::Editor.grants(Capability::RecordInterest));
         assert!(!Role::Editor.grants(Capability::WriteSettings));
         assert!(Role::Admin.grants(Capability::Redeliver));
+        assert!(!Role::Editor.grants(Capability::RecoverDeliveries));
         assert!(!Role::Editor.grants(Capability::ResumeEndpoint));
-        assert!(Role::Admin.grants(Capability::ResumeEndpoint));
+        assert!(Role::Admin.grants(Capability::RecoverDeliveries) && Role::Admin.grants(Capability::ResumeEndpoint));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod input;
 pub mod interest;
 pub mod patch;
+pub mod recovery;
 pub mod replay;
 pub mod settings;
 pub mod stats;

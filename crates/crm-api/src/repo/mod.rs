@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod endpoint;
 pub mod idempotency;
 pub mod outbox;
+pub mod recoveries;
 pub mod rows;
 pub mod settings;
 pub mod stats;

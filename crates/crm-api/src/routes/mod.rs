@@ -9,6 +9,7 @@ mod deliveries;
 pub mod docs;
 mod endpoint;
 mod outbox;
+mod recoveries;
 mod rows;
 mod settings;
 mod stats;
@@ -47,6 +48,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(workspace::<can::ReadDeliveries>(routes!(endpoint::health)))
         .routes(workspace::<can::ResumeEndpoint>(routes!(endpoint::resume)))
         .routes(workspace::<can::ReadDeliveries>(routes!(stats::get)))
+        .routes(workspace::<can::RecoverDeliveries>(routes!(recoveries::start)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(recoveries::list)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(recoveries::get)))
         .routes(routes!(openapi))
 }
 
