@@ -46,7 +46,7 @@ pub fn request_headers(facts: &RequestFacts<'_>, signatures: &SignatureHeaders) 
 }
 
 /// What an elided signature shows instead of the MAC.
-pub const ELIDED: &str = "<elided>";
+const ELIDED: &str = "<elided>";
 
 impl SignatureHeaders {
     /// Placeholders in the shape of each scheme's header (`sha256=<elided>`, `v1,<elided>`): what an operator is

@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub struct Recovery {
     pub id: Uuid,
     /// `running` while deliveries are being re-queued; `completed` once every matched one has been reached.
-    #[schema(value_type = RecoveryStatusSchema)]
+    #[schema(value_type = crate::routes::docs::RecoveryStatusSchema)]
     pub status: String,
     /// Deliveries created at or after this are matched.
     #[serde(serialize_with = "crate::json::timestamp")]
@@ -45,19 +45,8 @@ pub struct Recovery {
     pub upto: Uuid,
 }
 
-/// `running` or `completed`.
-#[derive(utoipa::ToSchema)]
-#[schema(as = RecoveryStatus)]
-#[allow(dead_code)]
-pub enum RecoveryStatusSchema {
-    #[schema(rename = "running")]
-    Running,
-    #[schema(rename = "completed")]
-    Completed,
-}
-
-pub const RUNNING: &str = "running";
-pub const COMPLETED: &str = "completed";
+/// A recovery's `status` values (the table's CHECK constraint admits exactly these).
+pub const STATUSES: [&str; 2] = ["running", "completed"];
 
 /// The workspace's running recovery, if any.
 pub async fn running(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<Option<Recovery>, sqlx::Error> {

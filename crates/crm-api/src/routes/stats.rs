@@ -87,7 +87,7 @@ pub async fn get(
     };
     let mut conn = state.pool.acquire().await?;
     // The database's clock, the one that wrote the deliveries' times.
-    let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *conn).await?;
+    let now = crate::repo::now(&mut *conn).await?;
     let (from, to) = window.bounds(now);
     let w = Window { from, first_id: first_id_at(from), bucket_secs: window.bucket().num_seconds() as f64 };
     let ws = caller.workspace_id;

@@ -49,7 +49,7 @@ pub async fn start(state: &AppState, workspace_id: Uuid, request: RecoveryReques
             });
         }
         let statuses = request.status_names();
-        let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?;
+        let now = crate::repo::now(&mut *tx).await?;
         let (from, upto) = (first_id_at(request.since), last_id_at(now));
         let matched = recoveries::count_matched(&mut tx, workspace_id, &statuses, from, upto).await?;
         let new = NewRecovery {

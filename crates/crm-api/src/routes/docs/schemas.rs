@@ -219,6 +219,26 @@ impl ToSchema for DeliveryStatusSchema {
     }
 }
 
+/// A bulk recovery's status.
+pub struct RecoveryStatusSchema;
+
+impl PartialSchema for RecoveryStatusSchema {
+    fn schema() -> RefOr<Schema> {
+        schema_of(json!({
+            "type": "string",
+            "enum": crate::repo::recoveries::STATUSES,
+            "description": "`running` while matched deliveries are being re-queued; `completed` once every one has \
+                been reached."
+        }))
+    }
+}
+
+impl ToSchema for RecoveryStatusSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("RecoveryStatus")
+    }
+}
+
 /// An event a webhook can subscribe to.
 pub struct SubscribableEventSchema;
 
