@@ -38,9 +38,10 @@ export function healthPanel({ signal, say, headingLevel = 'h2', onResumed = () =
   const text = h('p', { class: 'health-text', id: 'eh-text' });
   const changed = h('p', { class: 'help', id: 'eh-changed' });
   const resume = h('button', { type: 'button', class: 'primary', id: 'eh-resume', hidden: true, text: 'Resume now' });
+  const actions = h('div', { class: 'row-actions health-actions', hidden: true }, resume);
   const panel = h('section', { class: 'panel health', id: 'endpoint-health', 'aria-labelledby': 'eh-title' },
     h('div', { class: 'panel-head' }, h(headingLevel, { id: 'eh-title', text: 'Endpoint health' }), state),
-    text, changed, h('div', { class: 'row-actions health-actions' }, resume));
+    text, changed, actions);
   let timer = null;
 
   function render(hs) {
@@ -49,6 +50,8 @@ export function healthPanel({ signal, say, headingLevel = 'h2', onResumed = () =
     text.textContent = describe(hs);
     changed.textContent = hs.limit_changed_at ? `Limit last changed ${shortTime(hs.limit_changed_at)} UTC.` : '';
     resume.hidden = !['paused', 'disabled'].includes(hs.state);
+    actions.hidden = resume.hidden;
+    changed.hidden = !hs.limit_changed_at;
     resume.textContent = hs.state === 'disabled' ? 'Turn back on and resume' : 'Resume now';
   }
 
