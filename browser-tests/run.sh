@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Browser tests of the crm-api console (issue 6): headless Debian Chromium driven by playwright-core, against a real
+# Browser tests of the crm-api console (console.test.mjs: the views; operations.test.mjs: health, charts, recovery,
+# attempt detail): headless Debian Chromium driven by playwright-core, against a real
 # crm-api and delivery-worker on a fresh database, a unique JetStream stream, and a Node receiver playing the CRM.
 #
 #   browser-tests/run.sh            install what is missing, build, start the services, run `node --test`
@@ -113,6 +114,13 @@ service_env=(
   "CRM_WEBHOOK_TIMEOUT_MS=5000"
   "CRM_WEBHOOK_RETRY_BASE_MS=200"
   "CRM_WEBHOOK_RETRY_MAX_MS=2000"
+  # operations.test.mjs: a delivery dies after 3 attempts, and 3 failures in a row pause the endpoint for 10 min
+  # (so only "resume now" ends it within the test); recoveries go in small batches, so progress shows.
+  "CRM_WEBHOOK_MAX_ATTEMPTS=3"
+  "CRM_ENDPOINT_PAUSE_AFTER=3"
+  "CRM_ENDPOINT_PAUSE_MS=600000"
+  "CRM_RECOVERY_BATCH=2"
+  "CRM_RECOVERY_INTERVAL_MS=400"
   "RUST_LOG=${RUST_LOG:-warn}"
 )
 
@@ -142,4 +150,4 @@ mkdir -p "$HERE/artifacts"
 log "node --test (rows: ${BROWSER_TEST_ROWS:-1000})"
 cd "$HERE"
 CONSOLE_URL="http://127.0.0.1:$API_PORT" CRM_ADMIN_TOKEN="$ADMIN_TOKEN" CHROMIUM="$CHROMIUM" \
-  node --test --test-reporter=spec --test-timeout=240000 console.test.mjs
+  node --test --test-reporter=spec --test-timeout=240000 console.test.mjs operations.test.mjs

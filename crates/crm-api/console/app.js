@@ -13,7 +13,8 @@ import {
 import { leadsView } from './leads.js';
 import { sheetView } from './sheet.js';
 import { settingsView } from './settings.js';
-import { deliveriesView, deliveryView } from './deliveries.js';
+import { deliveriesView } from './deliveries.js';
+import { deliveryView } from './delivery.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Sign-in and the shell

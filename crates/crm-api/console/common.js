@@ -96,6 +96,80 @@ export function badge(kind, value, label) {
   return h('span', { class: `badge ${kind}-${value}`, text: label ?? value });
 }
 
+/** The part of an id that tells ids apart: UUIDv7s created close together share their first (time) digits, so the
+ *  last eight (random) ones are shown, after an ellipsis. */
+export function idTail(id) {
+  return id ? `…${id.slice(-8)}` : '';
+}
+
+/** Copies `text`, saying so through `say(message, isError)`. The clipboard API needs a secure context (https or
+ *  loopback); elsewhere a hidden textarea and execCommand do it. */
+export async function copyText(text, say, what = 'Text') {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+    } else {
+      const area = h('textarea', { class: 'visually-hidden', readonly: true, 'aria-hidden': 'true' });
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      const ok = document.execCommand('copy');
+      area.remove();
+      if (!ok) throw new Error('copy refused');
+    }
+    say(`${what} copied to the clipboard.`);
+  } catch {
+    say(`Copying is not available here; select the ${what.toLowerCase()} and copy it.`, true);
+  }
+}
+
+/** A small "Copy" button for `text` (a function, for text that changes), with an accessible name. */
+export function copyButton(text, label, say, what = label) {
+  return h('button', {
+    type: 'button',
+    class: 'copy',
+    'aria-label': `Copy ${label}`,
+    title: `Copy ${label}`,
+    text: 'Copy',
+    onclick: () => copyText(typeof text === 'function' ? text() : text, say, what),
+  });
+}
+
+/** An id shown by its distinguishing tail (the whole id in its tooltip and for screen readers) with a copy button. */
+export function idChip(id, label, say) {
+  return h('span', { class: 'id-chip', dataset: { id } },
+    h('code', { title: id },
+      h('span', { 'aria-hidden': 'true', text: idTail(id) }),
+      h('span', { class: 'visually-hidden', text: `${label} ${id}` })),
+    copyButton(id, `${label} ${id}`, say, label));
+}
+
+/** A whole id with a copy button. */
+export function fullId(id, label, say) {
+  return h('span', { class: 'id-chip', dataset: { id } }, h('code', { text: id }), copyButton(id, label, say, label));
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** Creates an SVG element with attributes (no inline style: the console's policy forbids it). */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue;
+    if (key === 'text') el.textContent = value;
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child != null && child !== false) el.append(child);
+  }
+  return el;
+}
+
+/** `2026-11-01T09:30:15.123456Z` → `09:30:15`. */
+export function clockTime(iso) {
+  return iso ? iso.slice(11, 19) : '';
+}
+
 export let announceTimer;
 /** Speaks `message` through the page's polite live region. */
 export function announce(message) {

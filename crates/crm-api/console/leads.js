@@ -46,6 +46,7 @@ export function leadsView(main, { signal }) {
   let done = false;
   let loading = false;
   let shown = 0;
+  let total = null;
   let generation = 0;
   let pageController = null;
 
@@ -70,7 +71,7 @@ export function leadsView(main, { signal }) {
     more.textContent = loading ? 'Loading…' : 'Load more';
     endNote.textContent = done
       ? (shown ? `All ${count(shown)} rows shown.` : 'No rows match.')
-      : `Showing ${count(shown)} rows; more below.`;
+      : `Showing ${count(shown)} of ${count(total ?? shown)} rows; more below.`;
     foot.dataset.complete = String(done);
   }
 
@@ -92,9 +93,11 @@ export function leadsView(main, { signal }) {
       for (const row of page.rows) fragment.append(leadRow(row));
       tbody.append(fragment);
       shown += page.rows.length;
+      // The first page says how many rows match in all.
+      if (page.total != null) total = page.total;
       cursor = page.next_cursor;
       done = !cursor;
-      ui.setStatus(done ? `${count(shown)} rows.` : `${count(shown)} rows loaded.`);
+      ui.setStatus(done ? `${count(shown)} rows.` : `${count(total ?? shown)} rows; ${count(shown)} loaded.`);
     } catch (e) {
       if (isAbort(e) || mine !== generation) return;
       ui.setStatus(e.message, true);
@@ -115,6 +118,7 @@ export function leadsView(main, { signal }) {
     done = false;
     loading = false;
     shown = 0;
+    total = null;
     tbody.replaceChildren();
     ui.scroller.scrollTop = 0;
     ui.setStatus('Loading…');

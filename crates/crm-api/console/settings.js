@@ -1,8 +1,9 @@
-// Settings > CRM webhook: URL, events, secret, test event.
+// Settings > CRM webhook: URL, events, secret, test event, and the endpoint's health with "resume now".
 
 import {
   EVENTS, h, $, shortTime, api, isAbort, viewShell,
 } from './common.js';
+import { healthPanel } from './health.js';
 
 function rateValue(text) {
   const t = text.trim();
@@ -20,6 +21,8 @@ export function settingsView(main, { signal }) {
   });
   const page = h('div', { class: 'page' });
   ui.scroller.append(page);
+  // A resume may turn the webhook back on: the form then shows it on again.
+  const health = healthPanel({ signal, say: (text, isError) => ui.setStatus(text, isError), onResumed: () => refresh() });
 
   const fieldError = (id) => h('p', { class: 'field-error', id, role: 'alert' });
   const disabledNotice = h('p', { class: 'notice warn', hidden: true, id: 'wh-disabled-reason' });
@@ -96,7 +99,7 @@ export function settingsView(main, { signal }) {
     h('div', { class: 'actions' }, save, test),
     formStatus,
     updated);
-  page.append(form);
+  page.append(health.el, form);
 
   const errorSlots = {
     enabled: 'wh-enabled-error', url: 'wh-url-error', events: 'wh-events-error', max_per_second: 'wh-rate-error', secret: 'wh-secret-error',
@@ -266,6 +269,7 @@ export function settingsView(main, { signal }) {
 
   refresh();
   return () => {
+    health.stop();
     onceBox = null;
     secret.value = '';
   };

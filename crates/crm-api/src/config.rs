@@ -33,6 +33,9 @@ pub struct ApiConfig {
     /// batch gathers while the other commits.
     pub writers: usize,
     pub relay: RelayConfig,
+    /// `CRM_RECOVERY_BATCH` (default 200, 1 to 5000) and `CRM_RECOVERY_INTERVAL_MS` (default 1000): how fast bulk
+    /// recoveries re-queue deliveries, at most (see [`crate::recovery`]).
+    pub recovery: crate::recovery::RecoveryPacing,
 }
 
 /// How the outbox relay batches and polls.
@@ -90,6 +93,11 @@ impl ApiConfig {
         if !(1..=3650).contains(&retention_days) {
             return Err(ConfigError::invalid("CRM_DELIVERY_RETENTION_DAYS", "must be from 1 to 3650 days"));
         }
+        let recovery_batch: i64 = env.parse_or("CRM_RECOVERY_BATCH", 200, "a number from 1 to 5000")?;
+        if !(1..=5000).contains(&recovery_batch) {
+            return Err(ConfigError::invalid("CRM_RECOVERY_BATCH", "must be from 1 to 5000"));
+        }
+        let recovery_interval = env.millis_or("CRM_RECOVERY_INTERVAL_MS", 1000)?;
         Ok(ApiConfig {
             common,
             delivery_retention: Duration::from_secs(retention_days * 24 * 60 * 60),
@@ -102,6 +110,7 @@ impl ApiConfig {
             db_max_connections,
             writers,
             relay: RelayConfig { batch_size, poll_interval: env.millis_or("CRM_RELAY_POLL_MS", 1000)? },
+            recovery: crate::recovery::RecoveryPacing { batch: recovery_batch, interval: recovery_interval },
         })
     }
 }
@@ -112,14 +121,30 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(retention: Option<&str>) -> Result<ApiConfig, ConfigError> {
+        config_with(retention.map(|value| ("CRM_DELIVERY_RETENTION_DAYS", value)))
+    }
+
+    fn config_with(extra: Option<(&str, &str)>) -> Result<ApiConfig, ConfigError> {
         let mut map = HashMap::from([
             ("DATABASE_URL".to_owned(), "postgres://localhost/crm".to_owned()),
             ("CRM_SECRET_KEY".to_owned(), "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".to_owned()),
         ]);
-        if let Some(value) = retention {
-            map.insert("CRM_DELIVERY_RETENTION_DAYS".to_owned(), value.to_owned());
+        if let Some((name, value)) = extra {
+            map.insert(name.to_owned(), value.to_owned());
         }
         ApiConfig::from_env(&Env::from_map(map))
+    }
+
+    #[test]
+    fn recovery_pacing_has_defaults_and_bounds() {
+        let pacing = config(None).unwrap().recovery;
+        assert_eq!((pacing.batch, pacing.interval), (200, Duration::from_secs(1)));
+        assert_eq!(config_with(Some(("CRM_RECOVERY_BATCH", "5000"))).unwrap().recovery.batch, 5000);
+        for (name, raw) in
+            [("CRM_RECOVERY_BATCH", "0"), ("CRM_RECOVERY_BATCH", "5001"), ("CRM_RECOVERY_INTERVAL_MS", "0")]
+        {
+            assert_eq!(config_with(Some((name, raw))).unwrap_err().variable, name, "{name}={raw}");
+        }
     }
 
     const DAY: u64 = 24 * 60 * 60;

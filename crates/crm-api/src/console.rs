@@ -53,6 +53,10 @@ fn assets() -> &'static [Asset] {
             Asset::new("sheet.js", JAVASCRIPT, &include_bytes!("../console/sheet.js")[..]),
             Asset::new("settings.js", JAVASCRIPT, &include_bytes!("../console/settings.js")[..]),
             Asset::new("deliveries.js", JAVASCRIPT, &include_bytes!("../console/deliveries.js")[..]),
+            Asset::new("delivery.js", JAVASCRIPT, &include_bytes!("../console/delivery.js")[..]),
+            Asset::new("health.js", JAVASCRIPT, &include_bytes!("../console/health.js")[..]),
+            Asset::new("stats.js", JAVASCRIPT, &include_bytes!("../console/stats.js")[..]),
+            Asset::new("recovery.js", JAVASCRIPT, &include_bytes!("../console/recovery.js")[..]),
             Asset::new("fields.js", JAVASCRIPT, fields_js().into_bytes()),
             Asset::new("app.css", "text/css; charset=utf-8", &include_bytes!("../console/app.css")[..]),
             Asset::new("favicon.svg", "image/svg+xml", &include_bytes!("../console/favicon.svg")[..]),
@@ -103,8 +107,8 @@ pub fn routes() -> OpenApiRouter {
 
 /// The admin console (HTML page)
 ///
-/// The console's single page: sign-in, CRM / Leads, Analytics > CRM (the sheet), Settings > CRM webhook and
-/// Deliveries. No authentication; the page asks for a workspace id and token and keeps them in session storage.
+/// The console's single page: sign-in, CRM / Leads, Analytics > CRM (the sheet), Settings > CRM webhook (with the
+/// endpoint's health) and Deliveries (health, charts, bulk recovery, the log, each attempt's request). No authentication; the page asks for a workspace id and token and keeps them in session storage.
 #[utoipa::path(get, path = "/", tag = "console", operation_id = "getConsole", responses(
     (status = 200, description = "The page.", content_type = "text/html; charset=utf-8", body = String, headers(
         ("Content-Security-Policy" = String, description = "`default-src 'self'` and stricter: no inline script or \
@@ -123,16 +127,16 @@ async fn index(headers: HeaderMap) -> Response {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct FileParam {
-    /// `app.js`, `common.js`, `leads.js`, `sheet.js`, `settings.js`, `deliveries.js`, `fields.js` (JavaScript
-    /// modules), `app.css` or `favicon.svg`.
+    /// `app.js`, `common.js`, `leads.js`, `sheet.js`, `settings.js`, `deliveries.js`, `delivery.js`, `health.js`,
+    /// `stats.js`, `recovery.js`, `fields.js` (JavaScript modules), `app.css` or `favicon.svg`.
     file: String,
 }
 
 /// One of the console's static files
 ///
-/// The JavaScript modules (`app.js` the shell, one module per view, `common.js`, and `fields.js`, the row's field
-/// list written by crm-api from the same definition as the API's rows), `app.css` and `favicon.svg`. No
-/// authentication.
+/// The JavaScript modules (`app.js` the shell, one module per view, the panels the views share: `health.js`,
+/// `stats.js`, `recovery.js`; `common.js`, and `fields.js`, the row's field list written by crm-api from the same
+/// definition as the API's rows), `app.css` and `favicon.svg`. No authentication.
 #[utoipa::path(get, path = "/console/{file}", tag = "console", operation_id = "getConsoleFile", params(FileParam),
     responses(
         (status = 200, description = "The file, with its content type.", body = String, headers(
@@ -207,7 +211,18 @@ mod tests {
             std::str::from_utf8(&asset.body).expect("UTF-8").to_owned()
         };
         assert!(script("common.js").contains("from './fields.js'"), "the console must take the columns from fields.js");
-        for name in ["app.js", "common.js", "leads.js", "sheet.js", "settings.js", "deliveries.js"] {
+        for name in [
+            "app.js",
+            "common.js",
+            "leads.js",
+            "sheet.js",
+            "settings.js",
+            "deliveries.js",
+            "delivery.js",
+            "health.js",
+            "stats.js",
+            "recovery.js",
+        ] {
             let js = script(name);
             for field in crm_mapping::FIELDS.iter().filter(|f| !matches!(f.name, "id" | "email")) {
                 assert!(

@@ -3,7 +3,8 @@
 //!
 //! A request meets, in order: [`routes`] (extract, authorise with [`auth`], call, map to a response), [`service`]
 //! (what runs in which transaction), [`domain`] (the rules, no I/O) and [`repo`] (the SQL). [`relay`] moves
-//! committed events to the stream; [`retention`] prunes the delivery log.
+//! committed events to the stream; [`recovery`] re-queues bulk recoveries a batch at a time; [`retention`] prunes
+//! the delivery log.
 
 pub mod auth;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod json;
 pub mod metrics;
 pub mod pagination;
+pub mod recovery;
 pub mod relay;
 pub mod repo;
 pub mod retention;

@@ -26,6 +26,8 @@ pub struct ApiMetrics {
     pub outbox_parked: Gauge,
     /// Ended deliveries removed from the delivery log by retention (`CRM_DELIVERY_RETENTION_DAYS`).
     pub deliveries_pruned: Counter,
+    /// Deliveries re-queued by bulk recoveries.
+    pub deliveries_recovered: Counter,
 }
 
 impl ApiMetrics {
@@ -43,6 +45,7 @@ impl ApiMetrics {
             outbox_parked_total: Counter::default(),
             outbox_parked: Gauge::default(),
             deliveries_pruned: Counter::default(),
+            deliveries_recovered: Counter::default(),
         };
         registry.with(|r| {
             r.register("crm_outbox_backlog", "Events committed but not yet published", metrics.outbox_backlog.clone());
@@ -67,6 +70,11 @@ impl ApiMetrics {
                 "crm_deliveries_pruned",
                 "Ended deliveries removed from the delivery log by retention",
                 metrics.deliveries_pruned.clone(),
+            );
+            r.register(
+                "crm_deliveries_recovered",
+                "Ended deliveries re-queued by bulk recoveries",
+                metrics.deliveries_recovered.clone(),
             );
             r.register(
                 "crm_outbox_publish_latency_seconds",

@@ -1,8 +1,10 @@
 //! Building and running crm-api: `Application::build(config)` binds its listener (port 0 works) and connects;
-//! `run_until_stopped(shutdown)` serves the API and runs the relay until the token is cancelled.
+//! `run_until_stopped(shutdown)` serves the API and runs the relay, the recovery task and housekeeping until the
+//! token is cancelled.
 
 use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
+use crate::recovery::Recoverer;
 use crate::relay::{Handed, Handoff, Relay};
 use crate::routes;
 use crate::service::writer::Writer;
@@ -12,8 +14,10 @@ use axum::{middleware, Router};
 use secrecy::ExposeSecret;
 use service_common::db::Heard;
 use service_common::{db, health, metrics::track_http, nats};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub struct Application {
@@ -27,6 +31,7 @@ pub struct Application {
     js: async_nats::jetstream::Context,
     header_read_timeout: Duration,
     delivery_retention: Duration,
+    recoverer: Recoverer,
 }
 
 impl Application {
@@ -62,6 +67,7 @@ impl Application {
             tokens: crate::auth::TokenCache::default(),
             body_read_timeout: config.body_read_timeout,
             writer,
+            recovery_wake: Arc::new(Notify::new()),
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
@@ -74,6 +80,7 @@ impl Application {
         let relay_pool = db::connect_key_lookups(&config.common.database_url, 4, "crm-api-relay", db::Commit::Async)
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let recoverer = Recoverer::new(pool.clone(), state.subjects.clone(), config.recovery, metrics.clone());
         let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =
             TcpListener::bind(config.addr).await.with_context(|| format!("binding CRM_API_ADDR {}", config.addr))?;
@@ -92,6 +99,7 @@ impl Application {
             js,
             header_read_timeout,
             delivery_retention,
+            recoverer,
         })
     }
 
@@ -113,12 +121,14 @@ impl Application {
             tokio::spawn(run_relay(self.js, self.stream_config, self.relay, self.handed, relay_stop.clone()));
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
+        let recoveries = tokio::spawn(self.recoverer.run(self.state.recovery_wake.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
         relay_stop.cancel();
         let _ = relay_task.await;
         let _ = housekeeping.await;
         let _ = revocations.await;
+        let _ = recoveries.await;
         tracing::info!("crm-api stopped");
         Ok(())
     }

@@ -20,4 +20,6 @@ pub struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// Commits row changes, many together.
     pub writer: crate::service::writer::Writer,
+    /// Wakes this replica's recovery task (a recovery was started here).
+    pub recovery_wake: std::sync::Arc<tokio::sync::Notify>,
 }

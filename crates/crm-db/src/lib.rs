@@ -30,6 +30,9 @@ pub enum Channel {
     Settings,
     /// Payload: the hex SHA-256 of a revoked token. crm-api replicas drop it from their token cache.
     Tokens,
+    /// Payload: a workspace id whose endpoint an operator resumed. Workers lift their breaker's pause and any
+    /// `Retry-After` hold for it, so its next delivery goes at once.
+    EndpointResume,
 }
 
 impl Channel {
@@ -38,6 +41,7 @@ impl Channel {
             Channel::Outbox => "crm_outbox",
             Channel::Settings => "crm_settings",
             Channel::Tokens => "crm_tokens",
+            Channel::EndpointResume => "crm_endpoint_resume",
         }
     }
 }

@@ -86,7 +86,8 @@ impl Drop for Hold {
 }
 
 impl ConsumerLoop {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; `resumes` brings the endpoints operators resume ([`crate::resume`]).
+    pub async fn run(self, mut resumes: mpsc::Receiver<Uuid>, shutdown: CancellationToken) {
         let mut sched: Scheduler<jetstream::Message> = Scheduler::new(self.scheduler);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
@@ -154,6 +155,11 @@ impl ConsumerLoop {
                         }
                     }
                     _ = beat.tick() => self.beat(&mut sched),
+                    Some(endpoint) = resumes.recv() => {
+                        if sched.resume(endpoint) {
+                            tracing::info!(workspace_id = %endpoint, "endpoint resumed by an operator");
+                        }
+                    }
                     _ = sleep_until(wake), if wake.is_some() => {}
                 }
             }

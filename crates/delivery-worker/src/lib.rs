@@ -5,7 +5,8 @@
 //! (work-conserving, fair between workspaces, an adaptive limit per endpoint), [`process`] runs the steps of a
 //! delivery and answers, with [`settings`] (cached webhook settings and signers), [`store`] (the delivery log and
 //! its send-log guard), [`request`] (the signed request), [`sender`] (the SSRF-safe HTTP client) and [`retry`]
-//! (the decision matrix and backoff schedule); [`presence`] tells the others and crm-api what this worker sees.
+//! (the decision matrix and backoff schedule); [`presence`] tells the others and crm-api what this worker sees, and
+//! [`resume`] hears when an operator resumes an endpoint.
 
 pub mod config;
 pub mod consumer;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod presence;
 pub mod process;
 pub mod request;
+pub mod resume;
 pub mod retry;
 pub mod scheduler;
 pub mod sender;

@@ -259,8 +259,9 @@ async fn attempt(
     attempt: i32,
 ) -> Option<Attempted> {
     let signer = target.webhook.signer.as_ref()?;
-    let (headers, body) = outbound_request(event, signer, Utc::now().timestamp(), attempt);
+    // The signed timestamp is the recorded start's second, so crm-api can show the headers the receiver got.
     let started_at = Utc::now();
+    let (headers, body) = outbound_request(event, signer, started_at.timestamp(), attempt);
     ctx.metrics.in_flight.inc();
     let sent = tokio::select! {
         outcome = tracing::Instrument::instrument(

@@ -6,30 +6,23 @@ use crm_events::RowChangedEvent;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::future::Future;
 use std::time::Duration;
-use webhook_signing::Signer;
+use webhook_signing::{request_headers, RequestFacts, Signer};
 
 /// The headers and body of an attempt (docs/contract.md §4): the payload built by crm-mapping from the event, so
-/// every attempt sends the same bytes, signed with both schemes at `timestamp`. The `user-agent` is the client's.
+/// every attempt sends the same bytes, signed with both schemes at `timestamp`, under the headers
+/// `webhook_signing::request_headers` lists (crm-api shows operators the same list). The `user-agent` is the
+/// client's.
 pub fn outbound_request(event: &RowChangedEvent, signer: &Signer, timestamp: i64, attempt: i32) -> (HeaderMap, Bytes) {
     let body = Bytes::from(event.to_payload());
     let id = event.id.to_string();
     let signatures = signer.sign(&id, timestamp, &body);
+    let facts = RequestFacts { webhook_id: &id, event_type: event.event_type.as_str(), timestamp, attempt };
     let mut headers = HeaderMap::with_capacity(12);
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
+    for (name, value) in request_headers(&facts, &signatures) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }
-    };
-    let ts = timestamp.to_string();
-    put("content-type", "application/json");
-    put("x-crm-webhook-id", &id);
-    put("x-crm-webhook-event", event.event_type.as_str());
-    put("x-crm-webhook-timestamp", &ts);
-    put("x-crm-webhook-signature", &signatures.crm_signature);
-    put("x-crm-webhook-attempt", &attempt.to_string());
-    put("webhook-id", &id);
-    put("webhook-timestamp", &ts);
-    put("webhook-signature", &signatures.standard_signature);
+    }
     (headers, body)
 }
 

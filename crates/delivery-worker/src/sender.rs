@@ -66,7 +66,7 @@ impl Default for SenderConfig {
         Self {
             timeout: Duration::from_millis(10_000),
             max_response_bytes: 64 * 1024,
-            user_agent: concat!("crm-webhook/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: webhook_signing::USER_AGENT.to_owned(),
         }
     }
 }

@@ -45,14 +45,10 @@ impl Worker {
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         // Attempt records and skips look deliveries up by key, many per statement; each has one batching writer,
         // so two connections serve them.
-        let record_pool = db::connect_key_lookups(
-            &config.common.database_url,
-            2,
-            "delivery-worker-records",
-            db::Commit::Durable,
-        )
-        .await
-        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let record_pool =
+            db::connect_key_lookups(&config.common.database_url, 2, "delivery-worker-records", db::Commit::Durable)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let fast_pool = db::connect_key_lookups(
             &config.common.database_url,
             config.db_max_connections,
@@ -131,9 +127,12 @@ impl Worker {
             tokio::spawn(
                 async move { axum::serve(self.listener, self.router).with_graceful_shutdown(serve_until).await },
             );
-        self.consumer.run(shutdown).await;
+        let (resume_to, resumes) = tokio::sync::mpsc::channel(crate::resume::QUEUE);
+        let resumer = tokio::spawn(crate::resume::follow(self.ctx.pool.clone(), resume_to, background.clone()));
+        self.consumer.run(resumes, shutdown).await;
         background.cancel();
         let _ = follower.await;
+        let _ = resumer.await;
         let _ = sampler.await;
         server.await.context("health server task")?.context("health server")?;
         tracing::info!("delivery-worker stopped");

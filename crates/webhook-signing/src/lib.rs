@@ -53,6 +53,10 @@
 
 use std::fmt;
 
+mod headers;
+
+pub use headers::{request_headers, RequestFacts, CRM_ATTEMPT_HEADER, CRM_EVENT_HEADER, CRM_ID_HEADER, USER_AGENT};
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};

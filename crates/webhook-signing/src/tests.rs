@@ -351,3 +351,55 @@ fn key_len_reports_the_decoded_length() {
     assert_eq!(key_len("whsec_%%%"), Err(KeyError::InvalidBase64));
     assert!(key_len("whsec_AA==").unwrap() < MIN_KEY_BYTES);
 }
+
+// ---- the request's headers ----
+
+#[test]
+fn request_headers_carry_both_schemes_in_the_documented_order() {
+    let signer = Signer::new(vec![key(SVIX_SECRET)]).expect("one key");
+    let signatures = signer.sign(SVIX_ID, SVIX_TS, SVIX_BODY);
+    let facts = RequestFacts { webhook_id: SVIX_ID, event_type: "crm_row.updated", timestamp: SVIX_TS, attempt: 3 };
+    let headers = request_headers(&facts, &signatures);
+    let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "x-crm-webhook-id",
+            "x-crm-webhook-event",
+            "x-crm-webhook-timestamp",
+            "x-crm-webhook-signature",
+            "x-crm-webhook-attempt",
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature"
+        ]
+    );
+    let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    assert_eq!(get("webhook-signature"), SVIX_SIG);
+    assert_eq!(get("x-crm-webhook-attempt"), "3");
+    assert_eq!(get("webhook-timestamp"), "1614265330");
+    let verifier = Verifier::from_secret(SVIX_SECRET).expect("valid secret");
+    let verified = verifier.verify_crm(
+        get("x-crm-webhook-timestamp"),
+        get("x-crm-webhook-signature"),
+        SVIX_BODY,
+        SVIX_TS,
+        TOLERANCE,
+    );
+    assert_eq!(verified, Ok(()));
+}
+
+#[test]
+fn elided_signatures_keep_each_schemes_shape_and_verify_nothing() {
+    let elided = SignatureHeaders::elided();
+    assert_eq!(elided.crm_signature, "sha256=<elided>");
+    assert_eq!(elided.standard_signature, "v1,<elided>");
+    let verifier = Verifier::from_secret(SVIX_SECRET).expect("valid secret");
+    let ts = SVIX_TS.to_string();
+    assert_eq!(
+        verifier.verify_crm(&ts, &elided.crm_signature, SVIX_BODY, SVIX_TS, TOLERANCE),
+        Err(VerifyError::NoMatchingSignature)
+    );
+    assert!(USER_AGENT.starts_with("crm-webhook/"));
+}

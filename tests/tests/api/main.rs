@@ -4,6 +4,8 @@ mod admin;
 mod hardening;
 mod health;
 mod outbox;
+mod recoveries;
 mod retention;
 mod rows;
 mod settings;
+mod stats;

@@ -225,6 +225,37 @@ async fn list_is_newest_first_paged_filtered_and_searchable() {
 }
 
 #[tokio::test]
+async fn the_first_page_says_how_many_rows_the_filter_matches_in_all() {
+    let app = TestApp::spawn().await;
+    let (ws, token) = app.workspace_with_token("editor").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let row = app.api.interest(ws, &token, &format!("count{i}@example.com")).await.expect(201).json();
+        ids.push(row["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids[..3] {
+        let path = format!("/v1/workspaces/{ws}/crm/rows/{id}");
+        app.api.patch(&path, Some(&token), &json!({"pipeline_stage": "won"}), &[]).await.expect(200);
+    }
+    let base = format!("/v1/workspaces/{ws}/crm/rows");
+    let total = |v: &serde_json::Value| v["total"].clone();
+    let first = app.api.get(&format!("{base}?limit=2"), Some(&token)).await.expect(200).json();
+    assert_eq!((first["rows"].as_array().unwrap().len(), total(&first)), (2, json!(7)), "2 loaded of 7");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = app.api.get(&format!("{base}?limit=2&cursor={cursor}"), Some(&token)).await.expect(200).json();
+    assert!(second["total"].is_null(), "later pages do not count again: {second}");
+    let won = app.api.get(&format!("{base}?stage=won&limit=1"), Some(&token)).await.expect(200).json();
+    assert_eq!(total(&won), json!(3));
+    let search = app.api.get(&format!("{base}?q=COUNT1&stage=new"), Some(&token)).await.expect(200).json();
+    assert_eq!(total(&search), json!(0), "count1 was moved to won");
+    let search = app.api.get(&format!("{base}?q=count6"), Some(&token)).await.expect(200).json();
+    assert_eq!(total(&search), json!(1));
+    let (other, other_token) = app.workspace_with_token("viewer").await;
+    let empty = app.api.get(&format!("/v1/workspaces/{other}/crm/rows"), Some(&other_token)).await.expect(200).json();
+    assert_eq!(total(&empty), json!(0), "another workspace's rows are not counted");
+}
+
+#[tokio::test]
 async fn patch_edits_cells_with_if_match_and_a_no_op_emits_nothing() {
     let app = TestApp::spawn().await;
     let (ws, token) = app.workspace_with_token("editor").await;

@@ -215,7 +215,17 @@ async fn no_response_of_any_route_contains_the_secret() {
     seen.push(
         app.api.patch(&format!("/v1/workspaces/{ws}/crm/rows/{id}"), Some(&token), &json!({"notes": "n"}), &[]).await,
     );
-    seen.push(app.api.post(&format!("{path}/test"), Some(&token), &json!({})).await);
+    let test = app.api.post(&format!("{path}/test"), Some(&token), &json!({})).await;
+    let test_delivery = test.json()["delivery_id"].as_str().unwrap_or_default().to_owned();
+    seen.push(test);
+    let log = format!("/v1/workspaces/{ws}/crm-webhook");
+    seen.push(app.api.get(&format!("{log}/deliveries/{test_delivery}"), Some(&token)).await.expect(200));
+    seen.push(app.api.get(&format!("{log}/stats"), Some(&token)).await.expect(200));
+    seen.push(app.api.get(&format!("{log}/health"), Some(&token)).await.expect(200));
+    seen.push(app.api.post(&format!("{log}/health/resume"), Some(&token), &json!({})).await.expect(202));
+    let since = chrono::Utc::now().to_rfc3339();
+    seen.push(app.api.post(&format!("{log}/recoveries"), Some(&token), &json!({"since": since})).await.expect(202));
+    seen.push(app.api.get(&format!("{log}/recoveries"), Some(&token)).await.expect(200));
     seen.push(
         app.api
             .put(

@@ -268,3 +268,41 @@ async fn a_settings_change_reaches_the_worker_at_once() {
     verify_both(&got[0], new_secret);
     assert_eq!(p.receiver.count(), 1, "the old URL was used after the change");
 }
+
+#[tokio::test]
+async fn a_delivery_shows_each_attempts_request_as_the_receiver_got_it_with_signatures_elided() {
+    let p = Pipeline::spawn().await;
+    p.receiver.script([crm_tests::Reply::status(503).body("try later")]);
+    let (ws, token) = p.workspace(&p.receiver.url("/hooks/crm"), SECRET).await;
+    let viewer = p.api.create_token(ws, "viewer").await;
+    p.api.interest(ws, &token, "detail@example.com").await.expect(201);
+    let got = p.receiver.wait_for(2, Duration::from_secs(10)).await;
+    let id = got[0].webhook_id();
+    p.wait_status(ws, &token, &id, "succeeded", Duration::from_secs(5)).await;
+
+    let response = p.api.get(&format!("/v1/workspaces/{ws}/crm-webhook/deliveries/{id}"), Some(&viewer)).await;
+    assert!(!response.text.contains(SECRET) && !response.text.contains(&SECRET[6..]), "the secret was shown");
+    let delivery = response.expect(200).json();
+    let request = &delivery["request"];
+    assert_eq!((&request["method"], &request["url"]), (&json!("POST"), &json!(p.receiver.url("/hooks/crm"))));
+    assert_eq!(request["body"].as_str().unwrap().as_bytes(), &got[0].body[..], "the exact bytes the receiver got");
+    for (attempt, received) in delivery["attempts"].as_array().unwrap().iter().zip(&got) {
+        let shown: Vec<(&str, &str)> = attempt["request_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["name"].as_str().unwrap(), h["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(shown.len(), 10, "{shown:?}");
+        for (name, value) in shown {
+            match name {
+                "x-crm-webhook-signature" => assert_eq!(value, "sha256=<elided>"),
+                "webhook-signature" => assert_eq!(value, "v1,<elided>"),
+                _ => assert_eq!(value, received.header(name), "{name} as the receiver got it"),
+            }
+        }
+    }
+    assert_eq!(delivery["attempts"][0]["status_code"], 503);
+    assert_eq!(delivery["attempts"][0]["response_excerpt"], "try later");
+    assert_eq!(delivery["attempts"][1]["request_headers"][5]["value"], "2", "x-crm-webhook-attempt");
+}

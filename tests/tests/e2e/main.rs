@@ -2,8 +2,10 @@
 
 mod dedupe;
 mod delivery;
+mod endpoint;
 mod fairness;
 mod recording;
+mod recovery;
 mod retries;
 mod scale;
 mod scheduling;

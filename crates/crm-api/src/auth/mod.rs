@@ -82,6 +82,10 @@ pub enum Capability {
     WriteSettings,
     SendTestEvent,
     Redeliver,
+    /// Re-queue the deliveries of a time range at once (bulk recovery).
+    RecoverDeliveries,
+    /// Lift a paused or system-disabled endpoint now.
+    ResumeEndpoint,
 }
 
 impl Capability {
@@ -90,7 +94,11 @@ impl Capability {
         match self {
             Capability::ReadRows | Capability::ReadSettings | Capability::ReadDeliveries => Role::Viewer,
             Capability::RecordInterest | Capability::EditRows => Role::Editor,
-            Capability::WriteSettings | Capability::SendTestEvent | Capability::Redeliver => Role::Admin,
+            Capability::WriteSettings
+            | Capability::SendTestEvent
+            | Capability::Redeliver
+            | Capability::RecoverDeliveries
+            | Capability::ResumeEndpoint => Role::Admin,
         }
     }
 
@@ -104,6 +112,8 @@ impl Capability {
             Capability::WriteSettings => "settings:write",
             Capability::SendTestEvent => "webhook:test",
             Capability::Redeliver => "deliveries:redeliver",
+            Capability::RecoverDeliveries => "deliveries:recover",
+            Capability::ResumeEndpoint => "webhook:resume",
         }
     }
 }
@@ -194,7 +204,18 @@ pub mod can {
         )*};
     }
 
-    markers!(ReadRows, ReadSettings, ReadDeliveries, RecordInterest, EditRows, WriteSettings, SendTestEvent, Redeliver);
+    markers!(
+        ReadRows,
+        ReadSettings,
+        ReadDeliveries,
+        RecordInterest,
+        EditRows,
+        WriteSettings,
+        SendTestEvent,
+        Redeliver,
+        RecoverDeliveries,
+        ResumeEndpoint,
+    );
 }
 
 /// A workspace token holder whose role grants `N`'s capability: 401, 404 and 403 are all decided from the request
@@ -257,6 +278,9 @@ mod tests {
         assert!(Role::Editor.grants(Capability::RecordInterest));
         assert!(!Role::Editor.grants(Capability::WriteSettings));
         assert!(Role::Admin.grants(Capability::Redeliver));
+        assert!(!Role::Editor.grants(Capability::RecoverDeliveries));
+        assert!(!Role::Editor.grants(Capability::ResumeEndpoint));
+        assert!(Role::Admin.grants(Capability::RecoverDeliveries) && Role::Admin.grants(Capability::ResumeEndpoint));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 pub mod admin;
 pub mod change;
 pub mod health;
+pub mod ids;
 pub mod input;
 pub mod interest;
 pub mod patch;
+pub mod recovery;
+pub mod replay;
 pub mod settings;
+pub mod stats;
 
 pub use change::{etag, test_event, Change, IfMatch};
 pub use interest::{Interest, InterestBody};

@@ -1,6 +1,7 @@
 //! SQL of the delivery log, as crm-api reads it, and what crm-api writes to it: the pending delivery of every event,
 //! created in the event's own transaction (so its id can be looked up at once, and the worker only claims it), and
-//! the re-opening of an ended delivery for a redelivery. The worker writes the attempts and the outcomes.
+//! the re-opening of ended deliveries for a redelivery or a recovery. The worker writes the attempts and the
+//! outcomes.
 
 use chrono::{DateTime, Utc};
 use crm_db::DeliveryStatus;
@@ -115,6 +116,11 @@ pub async fn get(
     Ok(Some((delivery, attempts)))
 }
 
+/// A delivery's stored event, as it was published.
+pub async fn event(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT event FROM deliveries WHERE id = $1", id).fetch_optional(db).await
+}
+
 /// Records a delivery as pending when its event is committed (test events), so it can be looked up at once.
 pub async fn create_pending(conn: &mut PgConnection, event: &RowChangedEvent) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -163,33 +169,55 @@ pub async fn create_pending_many(
     Ok(())
 }
 
-/// A delivery's status and stored event, locked for the caller's transaction.
-pub async fn lock(
-    tx: &mut PgConnection,
-    workspace_id: Uuid,
-    id: Uuid,
-) -> Result<Option<(DeliveryStatus, Vec<u8>)>, sqlx::Error> {
-    let row = sqlx::query!(
-        "SELECT status, event FROM deliveries WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+/// A delivery's status, locked for the caller's transaction.
+pub async fn lock(tx: &mut PgConnection, workspace_id: Uuid, id: Uuid) -> Result<Option<DeliveryStatus>, sqlx::Error> {
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM deliveries WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         id,
         workspace_id
     )
     .fetch_optional(tx)
     .await?;
     // The table's CHECK constraint admits only known statuses.
-    Ok(row.map(|r| (r.status.parse().unwrap_or(DeliveryStatus::Pending), r.event)))
+    Ok(status.map(|s| s.parse().unwrap_or(DeliveryStatus::Pending)))
 }
 
-/// Re-opens an ended delivery: pending again, its retry budget starting afresh from the attempts made so far.
-pub async fn reopen(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE deliveries SET status = $2, next_attempt_at = NULL, lease_until = NULL, budget_start = attempts,
+/// Re-opens ended deliveries of a workspace, many in one statement: pending again, each one's retry budget starting
+/// afresh from the attempts made so far. Only those whose status is one of `statuses`, and, with `unchanged_since`,
+/// last updated no later than that, are re-opened (the row lock the update takes makes that check exact against a
+/// concurrent redelivery). Returns the ids re-opened.
+pub async fn reopen(
+    tx: &mut PgConnection,
+    workspace_id: Uuid,
+    ids: &[Uuid],
+    statuses: &[&str],
+    unchanged_since: Option<DateTime<Utc>>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "UPDATE deliveries SET status = $5, next_attempt_at = NULL, lease_until = NULL, budget_start = attempts,
                 updated_at = now()
-          WHERE id = $1",
-        id,
+          WHERE workspace_id = $1 AND id = ANY($2) AND status = ANY($3)
+            AND ($4::timestamptz IS NULL OR updated_at <= $4)
+          RETURNING id",
+        workspace_id,
+        ids,
+        statuses as &[&str],
+        unchanged_since,
         DeliveryStatus::Pending.as_str()
     )
-    .execute(tx)
-    .await?;
-    Ok(())
+    .fetch_all(tx)
+    .await
+}
+
+/// Whether the workspace has at least `n` deliveries waiting for their first attempt: a recovery holds back while
+/// it does, so the endpoint works through what is queued (live events among it) before more is added.
+pub async fn pending_at_least(db: impl PgExecutor<'_>, workspace_id: Uuid, n: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) >= $2 AS "enough!"
+             FROM (SELECT 1 FROM deliveries WHERE workspace_id = $1 AND status = 'pending' LIMIT $2) p"#,
+        workspace_id,
+        n
+    )
+    .fetch_one(db)
+    .await
 }

@@ -1,5 +1,6 @@
 //! SQL of what the workers report about a workspace's endpoint (`endpoint_state`, written by each worker every
-//! few seconds), summed over the workers that reported recently.
+//! few seconds), summed over the workers that reported recently; and the word crm-api sends the workers back when
+//! an operator resumes the endpoint.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -50,4 +51,17 @@ pub async fn report(db: impl PgExecutor<'_>, workspace_id: Uuid) -> Result<Endpo
         paused_until: r.paused_until,
         limit_changed_at: r.limit_changed_at,
     })
+}
+
+/// Tells every worker (at commit) to lift its pause of the workspace's endpoint: the breaker's and any
+/// `Retry-After` hold.
+pub async fn notify_resume(tx: &mut sqlx::PgConnection, workspace_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_notify($1, $2) AS notified",
+        crm_db::Channel::EndpointResume.name(),
+        workspace_id.to_string()
+    )
+    .fetch_one(tx)
+    .await?;
+    Ok(())
 }

@@ -61,6 +61,37 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Queues the stored events of deliveries again, in one statement inside the caller's transaction: each under a
+/// fresh message id (the event id would be dropped by the stream's duplicate window), its body copied from the
+/// delivery in the database, all on `subject` (one workspace's) with `headers`. `deliveries` pairs each delivery id
+/// with its new message id; they are queued in that order.
+pub async fn enqueue_redeliveries(
+    tx: &mut PgConnection,
+    subject: &str,
+    deliveries: &[(Uuid, Uuid)],
+    headers: &BTreeMap<String, String>,
+) -> Result<(), sqlx::Error> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = deliveries.iter().map(|(id, _)| *id).collect();
+    let msg_ids: Vec<Uuid> = deliveries.iter().map(|(_, msg_id)| *msg_id).collect();
+    sqlx::query!(
+        "INSERT INTO outbox (msg_id, subject, payload, headers)
+         SELECT t.msg_id, $3, d.event, $4
+           FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(delivery_id, msg_id, n)
+           JOIN deliveries d ON d.id = t.delivery_id
+          ORDER BY t.n",
+        &ids,
+        &msg_ids,
+        subject,
+        Json(headers) as _
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Adds many events to the outbox in one statement, inside the caller's transaction, without their bodies: each
 /// event's delivery, created in the same transaction, holds the body, and the relay reads it from there. Returns
 /// each event's sequence number, by event id.
@@ -139,6 +170,14 @@ pub async fn take(tx: &mut PgConnection, limit: i64, direct: std::time::Duration
     // RETURNING does not promise an order; publish in commit order.
     pending.sort_unstable_by_key(|p| p.seq);
     Ok(pending)
+}
+
+/// Whether at least `n` events wait to be published: a recovery adds nothing while they do, so live events never
+/// queue behind more than one of its batches.
+pub async fn backlog_at_least(db: &sqlx::PgPool, n: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT count(*) >= $1 AS "enough!" FROM (SELECT 1 FROM outbox LIMIT $1) o"#, n)
+        .fetch_one(db)
+        .await
 }
 
 /// Events not yet published (the `crm_outbox_backlog` gauge).

@@ -293,26 +293,40 @@ pub struct ListFilter {
 /// there was a search, never what was searched for: the text is usually a person's name or email.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, stage = ?f.stage, search = f.q.is_some()))]
 pub async fn list(db: impl PgExecutor<'_>, workspace_id: Uuid, f: &ListFilter) -> Result<Vec<CrmRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {} FROM crm_rows
-          WHERE workspace_id = $1
-            AND ($2::uuid IS NULL OR id < $2)
-            AND ($3::text IS NULL OR pipeline_stage = $3)
-            AND ($4::text IS NULL OR email ILIKE $4 OR first_name ILIKE $4 OR last_name ILIKE $4 OR company ILIKE $4)
-          ORDER BY id DESC
-          LIMIT $5",
-        *SELECT_LIST
-    );
-    let pattern = f.q.as_deref().map(|q| format!("%{}%", escape_like(q)));
+    let sql = format!("SELECT {} FROM crm_rows WHERE {LIST_FILTER} ORDER BY id DESC LIMIT $5", *SELECT_LIST);
     let rows = sqlx::query(&sql)
         .bind(workspace_id)
         .bind(f.before)
         .bind(f.stage.map(PipelineStage::as_str))
-        .bind(pattern)
+        .bind(f.pattern())
         .bind(f.limit)
         .fetch_all(db)
         .await?;
     rows.iter().map(decode).collect()
+}
+
+/// The rows of a list's filter: `$1` the workspace, `$2` the cursor, `$3` the stage, `$4` the search pattern.
+const LIST_FILTER: &str = "workspace_id = $1
+            AND ($2::uuid IS NULL OR id < $2)
+            AND ($3::text IS NULL OR pipeline_stage = $3)
+            AND ($4::text IS NULL OR email ILIKE $4 OR first_name ILIKE $4 OR last_name ILIKE $4 OR company ILIKE $4)";
+
+impl ListFilter {
+    fn pattern(&self) -> Option<String> {
+        self.q.as_deref().map(|q| format!("%{}%", escape_like(q)))
+    }
+}
+
+/// How many rows the list's filter matches in all (its cursor and limit aside).
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, stage = ?f.stage, search = f.q.is_some()))]
+pub async fn count(db: impl PgExecutor<'_>, workspace_id: Uuid, f: &ListFilter) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM crm_rows WHERE {LIST_FILTER}"))
+        .bind(workspace_id)
+        .bind(None::<Uuid>)
+        .bind(f.stage.map(PipelineStage::as_str))
+        .bind(f.pattern())
+        .fetch_one(db)
+        .await
 }
 
 fn escape_like(q: &str) -> String {

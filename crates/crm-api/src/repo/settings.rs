@@ -140,6 +140,27 @@ pub async fn drop_previous_secret(tx: &mut PgConnection, workspace_id: Uuid) -> 
     Ok(dropped)
 }
 
+/// Turns the webhook back on if the system turned it off (it says why in `disabled_reason`, for example after 410
+/// Gone), clearing the reason, and tells the workers. A webhook a person switched off stays off. Returns whether
+/// it was turned back on.
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+pub async fn reenable(tx: &mut PgConnection, workspace_id: Uuid) -> Result<bool, sqlx::Error> {
+    let reenabled = sqlx::query!(
+        "UPDATE webhook_settings SET enabled = true, disabled_reason = NULL, updated_at = now()
+          WHERE workspace_id = $1 AND NOT enabled AND disabled_reason IS NOT NULL
+            AND url IS NOT NULL AND secret_sealed IS NOT NULL",
+        workspace_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if reenabled {
+        notify_changed(&mut *tx, workspace_id).await?;
+    }
+    Ok(reenabled)
+}
+
 /// Tells every worker (at commit) that this workspace's settings changed.
 pub async fn notify_changed(tx: &mut PgConnection, workspace_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT pg_notify($1, $2) AS notified", Channel::Settings.name(), workspace_id.to_string())

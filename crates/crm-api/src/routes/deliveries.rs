@@ -2,6 +2,7 @@
 
 use super::docs::{PageParams, WsIdParams, WsParam};
 use crate::auth::{can, Authorized};
+use crate::domain::replay::{self, Header, WebhookRequest};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::ApiQuery;
 use crate::pagination;
@@ -38,8 +39,8 @@ pub struct DeliveryDetail {
     row_id: Option<Uuid>,
     #[schema(value_type = super::docs::DeliveryStatusSchema)]
     status: String,
-    /// Every attempt, oldest first.
-    attempts: Vec<Attempt>,
+    /// Every attempt, oldest first, with the headers it sent.
+    attempts: Vec<AttemptDetail>,
     /// The number of attempts.
     #[schema(minimum = 0)]
     attempt_count: i32,
@@ -55,6 +56,19 @@ pub struct DeliveryDetail {
     #[serde(serialize_with = "crate::json::opt_timestamp")]
     #[schema(required = true)]
     next_attempt_at: Option<DateTime<Utc>>,
+    /// The request every attempt sends (the same body each time); null if the stored event cannot be read.
+    #[schema(required = true)]
+    request: Option<WebhookRequest>,
+}
+
+/// One attempt, with what the receiver got.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptDetail {
+    #[serde(flatten)]
+    attempt: Attempt,
+    /// The headers the receiver got, in order, with the signatures elided (`sha256=<elided>`, `v1,<elided>`): they
+    /// are never computed outside the worker. The timestamps are the attempt's start, in Unix seconds.
+    request_headers: Vec<Header>,
 }
 
 /// A redelivery queued.
@@ -96,7 +110,10 @@ pub async fn list(
 
 /// One delivery with its attempts
 ///
-/// The delivery and every attempt, oldest first; `attempts` is the list here and `attempt_count` the number.
+/// The delivery and every attempt, oldest first; `attempts` is the list here and `attempt_count` the number. With
+/// them, what the receiver got: `request` (method, the webhook's URL as configured now, and the body every attempt
+/// sends) and each attempt's `request_headers`, signatures elided; the answer is each attempt's `status_code`,
+/// `duration_ms` and `response_excerpt`.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/crm-webhook/deliveries/{id}", tag = "deliveries",
     operation_id = "getDelivery", params(WsIdParams),
     responses((status = 200, description = "The delivery.", body = DeliveryDetail)))]
@@ -107,7 +124,17 @@ pub async fn get(
     let mut conn = state.pool.acquire().await?;
     let (d, attempts) =
         deliveries::get(&mut conn, caller.workspace_id, caller.id()?).await?.ok_or(ApiError::NotFound("delivery"))?;
+    let event = deliveries::event(&mut *conn, d.id).await?;
+    let url = crate::repo::settings::get(&mut *conn, caller.workspace_id).await?.url;
+    let attempts = attempts
+        .into_iter()
+        .map(|a| AttemptDetail {
+            request_headers: replay::attempt_headers(d.id, &d.event_type, a.attempt, a.started_at),
+            attempt: a,
+        })
+        .collect();
     Ok(Json(DeliveryDetail {
+        request: event.and_then(|event| replay::request(&event, url)),
         id: d.id,
         event_type: d.event_type,
         row_id: d.row_id,
@@ -138,66 +165,4 @@ pub async fn redeliver(
     let id = caller.id()?;
     crate::service::deliveries::redeliver(&state, caller.workspace_id, id).await?;
     Ok((StatusCode::ACCEPTED, Json(RedeliveryQueued { delivery_id: id })))
-}
-
-/// A webhook endpoint's health.
-#[derive(Serialize, ToSchema)]
-pub struct EndpointHealthView {
-    state: crate::domain::health::EndpointHealth,
-    /// Workers sending to it now (each keeps its own adaptive limit for it).
-    workers: i64,
-    /// The requests it may have in flight now, summed over those workers: it grows while the endpoint answers
-    /// quickly and shrinks on timeouts, errors and slow answers. Null while no worker sends to it.
-    #[schema(required = true)]
-    concurrency_limit: Option<i64>,
-    in_flight: i64,
-    /// Deliveries waiting in the workers for a free slot (or for the rate cap).
-    queued: i64,
-    /// While paused: until when (the longest of the workers' pauses).
-    #[serde(serialize_with = "crate::json::opt_timestamp")]
-    #[schema(required = true)]
-    paused_until: Option<DateTime<Utc>>,
-    /// When a worker's limit for it last changed.
-    #[serde(serialize_with = "crate::json::opt_timestamp")]
-    #[schema(required = true)]
-    limit_changed_at: Option<DateTime<Utc>>,
-    /// Why the system turned the webhook off, while it is off.
-    #[schema(required = true)]
-    disabled_reason: Option<String>,
-    /// The webhook's rate cap, if any.
-    #[schema(required = true)]
-    max_per_second: Option<f64>,
-}
-
-/// The webhook endpoint's health
-///
-/// What the workers see of the workspace's endpoint right now: healthy, limited (work waits for its concurrency
-/// limit or rate cap), paused (by the breaker after repeated failures, or a `Retry-After`, until `paused_until`),
-/// disabled (after 410 Gone, with the reason), or idle (no worker is sending to it). Workers report every two
-/// seconds; a report older than 15 seconds is not counted.
-#[utoipa::path(get, path = "/v1/workspaces/{ws}/crm-webhook/health", tag = "deliveries",
-    operation_id = "getEndpointHealth", params(WsParam),
-    responses((status = 200, description = "The endpoint's health.", body = EndpointHealthView)))]
-pub async fn health(
-    caller: Authorized<can::ReadDeliveries>,
-    State(state): State<AppState>,
-) -> ApiResult<Json<EndpointHealthView>> {
-    let settings = crate::repo::settings::get(&state.pool, caller.workspace_id).await?;
-    let report = crate::repo::endpoint::report(&state.pool, caller.workspace_id).await?;
-    Ok(Json(EndpointHealthView {
-        state: crate::domain::health::health(crate::domain::health::Signals {
-            turned_off: !settings.enabled && settings.disabled_reason.is_some(),
-            paused: report.paused,
-            limited: report.limited,
-            workers: report.workers,
-        }),
-        workers: report.workers,
-        concurrency_limit: report.concurrency_limit,
-        in_flight: report.in_flight,
-        queued: report.queued,
-        paused_until: report.paused_until,
-        limit_changed_at: report.limit_changed_at,
-        disabled_reason: if settings.enabled { None } else { settings.disabled_reason },
-        max_per_second: settings.max_per_second,
-    }))
 }

@@ -7,9 +7,12 @@
 mod admin;
 mod deliveries;
 pub mod docs;
+mod endpoint;
 mod outbox;
+mod recoveries;
 mod rows;
 mod settings;
+mod stats;
 
 use crate::auth::{can, Needs};
 use crate::error::ApiError;
@@ -42,7 +45,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::list)))
         .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::get)))
         .routes(workspace::<can::Redeliver>(routes!(deliveries::redeliver)))
-        .routes(workspace::<can::ReadDeliveries>(routes!(deliveries::health)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(endpoint::health)))
+        .routes(workspace::<can::ResumeEndpoint>(routes!(endpoint::resume)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(stats::get)))
+        .routes(workspace::<can::RecoverDeliveries>(routes!(recoveries::start)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(recoveries::list)))
+        .routes(workspace::<can::ReadDeliveries>(routes!(recoveries::get)))
         .routes(routes!(openapi))
 }
 

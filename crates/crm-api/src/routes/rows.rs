@@ -101,8 +101,8 @@ pub async fn record_interest(
 
 /// List CRM rows
 ///
-/// The workspace's rows, newest first (by creation), optionally filtered. Every invalid query parameter is
-/// reported in one 422.
+/// The workspace's rows, newest first (by creation), optionally filtered. The first page (no `cursor`) also says how
+/// many rows the filter matches in all (`total`). Every invalid query parameter is reported in one 422.
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/crm/rows", tag = "crm-rows", operation_id = "listRows",
     params(WsParam, PageParams,
         ("stage" = Option<super::docs::PipelineStageSchema>, Query,
@@ -129,8 +129,13 @@ pub async fn list(
     let page = pagination::params(&query, errors)?;
     let filter = ListFilter { before: page.after, stage, q: q.map(str::to_owned), limit: page.limit + 1 };
     let found = rows::list(&state.pool, caller.workspace_id, &filter).await?;
+    // The first page only: the later ones would pay for the same count again.
+    let total = match page.after {
+        None => Some(rows::count(&state.pool, caller.workspace_id, &filter).await?),
+        Some(_) => None,
+    };
     let (items, next) = pagination::page(found, page.limit, |r| r.id);
-    Ok(Json(json!({"rows": items, "next_cursor": next})))
+    Ok(Json(json!({"rows": items, "next_cursor": next, "total": total})))
 }
 
 /// Get one CRM row

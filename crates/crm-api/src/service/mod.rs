@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod deliveries;
+pub mod endpoint;
+pub mod recoveries;
 pub mod rows;
 pub mod settings;
 pub mod writer;

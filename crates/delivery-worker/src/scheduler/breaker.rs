@@ -68,6 +68,12 @@ impl Breaker {
         *self = Breaker::new(self.threshold, self.first_pause);
     }
 
+    /// An operator resumed the endpoint: closed again, the failures counted so far forgotten. A probe still out
+    /// finishes as an ordinary request.
+    pub fn resume(&mut self) {
+        self.succeeded();
+    }
+
     /// A retryable failure; true when it paused the endpoint.
     pub fn failed(&mut self, now: Instant) -> bool {
         self.consecutive_failures += 1;

@@ -379,6 +379,16 @@ impl<M> Scheduler<M> {
         self.settling = self.settling.saturating_sub(1);
     }
 
+    /// An operator resumed `endpoint`: its breaker closes and any `Retry-After` hold ends, so what it has queued may
+    /// go at once (the next [`Scheduler::next`]). Its limit keeps adapting as before. Returns whether this worker
+    /// knew the endpoint.
+    pub fn resume(&mut self, endpoint: Uuid) -> bool {
+        let Some(e) = self.endpoints.get_mut(&endpoint) else { return false };
+        e.breaker.resume();
+        e.hold_until = None;
+        true
+    }
+
     /// Every queued message, for in-progress acks.
     pub fn queued(&self) -> impl Iterator<Item = &M> {
         self.endpoints.values().flat_map(|e| e.queue.iter())

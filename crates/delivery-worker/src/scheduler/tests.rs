@@ -284,6 +284,50 @@ fn an_endpoint_waiting_only_for_a_free_slot_of_the_worker_is_healthy_not_limited
 }
 
 #[test]
+fn a_resumed_endpoint_sends_at_once_whether_paused_by_the_breaker_or_held_by_retry_after() {
+    let mut sched: Scheduler<u32> = Scheduler::new(config(16, 256));
+    let now = Instant::now();
+    let (paused, held) = (Uuid::now_v7(), Uuid::now_v7());
+    // Five failures in a row pause `paused` for 30 s; a 429 with Retry-After holds `held` for 10 minutes.
+    let failed = Feedback::Retryable { took: MS, overloaded: true, retry_after: None };
+    for i in 0..5 {
+        sched.offer(paused, i, now).unwrap();
+        let d = sched.next(now, unlimited).unwrap();
+        sched.complete(d.endpoint, d.probe, failed, now);
+    }
+    sched.offer(held, 10, now).unwrap();
+    let d = sched.next(now, unlimited).unwrap();
+    let busy = Feedback::Retryable { took: MS, overloaded: true, retry_after: Some(Duration::from_secs(600)) };
+    sched.complete(d.endpoint, d.probe, busy, now);
+    for (endpoint, message) in [(paused, 20), (held, 21)] {
+        sched.offer(endpoint, message, now).unwrap();
+    }
+    let later = now + Duration::from_secs(1);
+    assert!(sched.next(later, unlimited).is_none(), "both wait");
+    let state = |sched: &Scheduler<u32>, id| sched.snapshot(later).into_iter().find(|s| s.endpoint == id).unwrap();
+    assert_eq!(state(&sched, paused).state, EndpointState::Paused);
+    assert_eq!(state(&sched, held).state, EndpointState::Paused);
+
+    assert!(sched.resume(paused));
+    let d = sched.next(later, unlimited).expect("the paused endpoint's message goes at once");
+    assert_eq!((d.endpoint, d.message, d.probe), (paused, 20, false));
+    assert!(sched.next(later, unlimited).is_none(), "the held endpoint still waits");
+    assert!(sched.resume(held));
+    let d = sched.next(later, unlimited).expect("and so does the held one's");
+    assert_eq!((d.endpoint, d.message), (held, 21));
+    assert_ne!(state(&sched, paused).state, EndpointState::Paused);
+    assert_eq!(state(&sched, paused).paused_for, None);
+
+    // The failures were forgotten: it takes five new ones to pause it again.
+    for i in 30..34 {
+        sched.complete(paused, false, failed, later);
+        sched.offer(paused, i, later).unwrap();
+        assert!(sched.next(later, unlimited).is_some(), "failure {} after the resume does not pause", i - 29);
+    }
+    assert!(!sched.resume(Uuid::now_v7()), "an endpoint this worker never saw");
+}
+
+#[test]
 fn shutdown_takes_every_queued_message() {
     let mut sched: Scheduler<u32> = Scheduler::new(config(2, 256));
     let now = Instant::now();

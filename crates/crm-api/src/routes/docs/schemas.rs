@@ -219,6 +219,26 @@ impl ToSchema for DeliveryStatusSchema {
     }
 }
 
+/// A bulk recovery's status.
+pub struct RecoveryStatusSchema;
+
+impl PartialSchema for RecoveryStatusSchema {
+    fn schema() -> RefOr<Schema> {
+        schema_of(json!({
+            "type": "string",
+            "enum": crate::repo::recoveries::STATUSES,
+            "description": "`running` while matched deliveries are being re-queued; `completed` once every one has \
+                been reached."
+        }))
+    }
+}
+
+impl ToSchema for RecoveryStatusSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("RecoveryStatus")
+    }
+}
+
 /// An event a webhook can subscribe to.
 pub struct SubscribableEventSchema;
 
@@ -280,6 +300,10 @@ pub struct RowList {
     /// Pass it back as `?cursor=` for the next page; null on the last page.
     #[schema(required = true)]
     next_cursor: Option<String>,
+    /// How many rows match the filter (`stage`, `q`) in all, counted when the first page is read; null on the
+    /// later pages (asked for with a `cursor`), so paging through a list counts once.
+    #[schema(required = true, minimum = 0)]
+    total: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
