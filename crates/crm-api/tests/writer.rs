@@ -237,8 +237,9 @@ async fn a_row_changed_by_a_concurrent_transaction_is_still_locked_and_read_in_i
 
     let (_db, pool, writer, ws) = setup().await;
     let ada = row(&writer.submit(new_lead(ws, "ada@example.com")).await).clone();
-    // Another transaction holds the row, changed but not yet committed.
+    // Another batch holds the row, locked and changed but not yet committed.
     let mut other = pool.begin().await.unwrap();
+    rows::lock_for_change(&mut other, &[], &[(ws, ada.id)]).await.unwrap();
     sqlx::query("UPDATE crm_rows SET version = version + 1, owner = 'Grace' WHERE id = $1")
         .bind(ada.id)
         .execute(&mut *other)
@@ -249,6 +250,10 @@ async fn a_row_changed_by_a_concurrent_transaction_is_still_locked_and_read_in_i
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
+            // The writers' planner settings (service_common::db::connect_key_lookups).
+            for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+                sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+            }
             let by_id = rows::lock_for_change(&mut tx, &[], &[(ws, ada.id)]).await.unwrap();
             let by_email = rows::lock_for_change(&mut tx, &[(ws, "ADA@example.com".into())], &[]).await.unwrap();
             (by_id, by_email)
@@ -277,4 +282,81 @@ async fn until_someone_waits_for_a_lock(pool: &PgPool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("nobody waited for the row lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_racing_on_a_few_rows_all_find_their_row() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    crm_db::migrate(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    // Two writers, so batches race for the same rows: their one-statement writes refuse each other and go through
+    // the locking transaction, where a row is waited for while the other batch changes it.
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 2);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(row(&writer.submit(new_lead(ws, &format!("hot{i}@example.com"))).await).id);
+    }
+    // Eight editors, each editing the rows in turn, fifty times: batches keep meeting on the same rows.
+    let editors = (0..8).map(|e| {
+        let (writer, ids) = (writer.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..50 {
+                let change = patch(ws, ids[(e + n) % ids.len()], None, json!({"notes": format!("edit {e}.{n}")}));
+                answers.push(writer.submit(change).await);
+            }
+            answers
+        })
+    });
+    let answers: Vec<_> = join_all(editors).await.into_iter().flat_map(|a| a.unwrap()).collect();
+    let failed: Vec<_> = answers.iter().filter(|a| !matches!(a, Ok(Outcome::Written { .. }))).collect();
+    assert!(failed.is_empty(), "{} of 400 edits failed, e.g. {:?}", failed.len(), failed.first());
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM crm_rows ORDER BY email").fetch_all(&pool).await.unwrap();
+    assert_eq!(versions, [101, 101, 101, 101], "every edit is one new version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_locking_the_same_rows_at_once_each_get_every_row_they_ask_for() {
+    use crm_api::repo::rows;
+
+    let (_db, pool, writer, ws) = setup().await;
+    let mut leads = Vec::new();
+    for i in 0..6 {
+        let lead = row(&writer.submit(new_lead(ws, &format!("lock{i}@example.com"))).await).clone();
+        leads.push((lead.id, lead.email));
+    }
+    // Eight transactions at a time lock two rows by email and two by id, change them, and commit, as the writers'
+    // locking path does; each must get all four rows every time, whoever changed them while it waited.
+    let batches = (0..8).map(|t| {
+        let (pool, leads) = (pool.clone(), leads.clone());
+        tokio::spawn(async move {
+            let mut short = 0;
+            for n in 0..40 {
+                let pick = |k: usize| &leads[(t * 7 + n * 3 + k) % leads.len()];
+                let emails = vec![(ws, pick(0).1.to_uppercase()), (ws, pick(1).1.clone())];
+                let ids = vec![(ws, pick(2).0), (ws, pick(3).0)];
+                let wanted: std::collections::HashSet<Uuid> = [pick(0).0, pick(1).0, pick(2).0, pick(3).0].into();
+                let mut tx = pool.begin().await.unwrap();
+                for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+                    sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+                }
+                let locked = rows::lock_for_change(&mut tx, &emails, &ids).await.unwrap();
+                let got: std::collections::HashSet<Uuid> = locked.iter().map(|r| r.id).collect();
+                if got != wanted {
+                    short += 1;
+                }
+                let changed: Vec<crm_mapping::CrmRow> =
+                    locked.iter().map(|r| crm_mapping::CrmRow { version: r.version + 1, ..r.clone() }).collect();
+                let changed: Vec<(&crm_mapping::CrmRow, i64)> = changed.iter().map(|r| (r, r.version - 1)).collect();
+                rows::update(&mut tx, &changed).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            short
+        })
+    });
+    let short: usize = join_all(batches).await.into_iter().map(|s| s.unwrap()).sum();
+    assert_eq!(short, 0, "{short} of 320 locking reads came back without a row they asked for");
 }

@@ -217,66 +217,73 @@ pub async fn get(db: impl PgExecutor<'_>, workspace_id: Uuid, id: Uuid) -> Resul
     row.as_ref().map(decode).transpose()
 }
 
-/// The rows a batch of changes is about: those of `emails` (workspace, email; matched case-insensitively) and
-/// those of `ids` (workspace, row id), in id order.
+/// The ids of the rows a batch of changes is about: those of `emails` (workspace, email; matched
+/// case-insensitively) and those of `ids` (workspace, row id).
 ///
-/// The pairs are joined to the table inside an `id IN (...)`: that plans as one index probe per pair (a nested
-/// loop over the arrays), where the pairs as `(a, b) IN (SELECT ... unnest)` or as two `= ANY` arrays may be
-/// planned as a scan of the whole table or a probe per combination of the two arrays.
-fn for_change_sql(lock: bool) -> String {
-    format!(
-        "SELECT {} FROM crm_rows
-          WHERE id IN (SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
-                         JOIN crm_rows r ON r.workspace_id = t.ws AND lower(r.email) = lower(t.e)
-                       UNION ALL
-                       SELECT r.id FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i)
-                         JOIN crm_rows r ON r.id = u.i AND r.workspace_id = u.ws)
-          ORDER BY id{}",
-        *SELECT_LIST,
-        if lock { "\n          FOR UPDATE" } else { "" }
-    )
-}
+/// The pairs are joined to the table one index probe each (a nested loop over the arrays), where the pairs as
+/// `(a, b) IN (SELECT ... unnest)` or as two `= ANY` arrays may be planned as a scan of the whole table or a probe
+/// per combination of the two arrays.
+const FIND_FOR_CHANGE: &str = "SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
+                                 JOIN crm_rows r ON r.workspace_id = t.ws AND lower(r.email) = lower(t.e)
+                               UNION ALL
+                               SELECT r.id FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i)
+                                 JOIN crm_rows r ON r.id = u.i AND r.workspace_id = u.ws";
 
-static READ_FOR_CHANGE: LazyLock<String> = LazyLock::new(|| for_change_sql(false));
-static LOCK_FOR_CHANGE: LazyLock<String> = LazyLock::new(|| for_change_sql(true));
+/// The rows of [`FIND_FOR_CHANGE`], in id order.
+static READ_FOR_CHANGE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM crm_rows WHERE id IN ({FIND_FOR_CHANGE}) ORDER BY id", *SELECT_LIST));
 
-async fn for_change(
-    db: impl PgExecutor<'_>,
-    sql: &str,
+/// Rows by id, locked, in id order.
+static LOCK_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM crm_rows WHERE id = ANY($1) ORDER BY id FOR UPDATE", *SELECT_LIST));
+
+/// A statement over the batch's targets: `$1`/`$2` the emails' workspaces and addresses, `$3`/`$4` the ids'.
+fn with_targets<'q>(
+    sql: &'q str,
     emails: &[(Uuid, String)],
     ids: &[(Uuid, Uuid)],
-) -> Result<Vec<CrmRow>, sqlx::Error> {
-    if emails.is_empty() && ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(sql)
+) -> Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
         .bind(emails.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
-        .bind(emails.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())
+        .bind(emails.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>())
         .bind(ids.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
         .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())
-        .fetch_all(db)
-        .await?;
-    rows.iter().map(decode).collect()
 }
 
-/// The rows a batch of changes is about (see [`for_change_sql`]), as they are now, without locking them: a write
+/// The rows a batch of changes is about (see [`FIND_FOR_CHANGE`]), as they are now, without locking them: a write
 /// based on them checks each row's version ([`crate::repo::batch`]).
 pub async fn read_for_change(
     db: impl PgExecutor<'_>,
     emails: &[(Uuid, String)],
     ids: &[(Uuid, Uuid)],
 ) -> Result<Vec<CrmRow>, sqlx::Error> {
-    for_change(db, &READ_FOR_CHANGE, emails, ids).await
+    if emails.is_empty() && ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = with_targets(&READ_FOR_CHANGE, emails, ids).fetch_all(db).await?;
+    rows.iter().map(decode).collect()
 }
 
-/// The rows a batch of changes is about (see [`for_change_sql`]), locked for the caller's transaction in id order
-/// (so two batches that share rows lock them in the same order).
+/// The rows a batch of changes is about (see [`FIND_FOR_CHANGE`]), locked for the caller's transaction in id order
+/// (so two batches that share rows lock them in the same order), each in its latest committed version.
+///
+/// Two statements: the ids first, then the rows locked by id alone. With `FOR UPDATE`, a row another transaction
+/// changes meanwhile is waited for and then checked again, in its new version, against the statement's condition.
+/// Against `id = ANY($1)` that always holds; against a condition that joins the table to itself again (the lookup
+/// by email or by workspace and id) PostgreSQL could drop the row from the result, and the change of a row that a
+/// concurrent batch had just changed would answer 404 (seen under load in one workspace).
 pub async fn lock_for_change(
     tx: &mut PgConnection,
     emails: &[(Uuid, String)],
     ids: &[(Uuid, Uuid)],
 ) -> Result<Vec<CrmRow>, sqlx::Error> {
-    for_change(tx, &LOCK_FOR_CHANGE, emails, ids).await
+    if emails.is_empty() && ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = with_targets(FIND_FOR_CHANGE, emails, ids).fetch_all(&mut *tx).await?;
+    let found: Vec<Uuid> = found.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    let rows = sqlx::query(&LOCK_BY_ID).bind(found).fetch_all(&mut *tx).await?;
+    rows.iter().map(decode).collect()
 }
 
 /// Filters of the row list.
