@@ -197,7 +197,16 @@ impl Request {
         let response = response.expect("at least one replica");
         let accepted = match response {
             Ok(r) if r.status().is_success() => r.json::<Accepted>().await.map_err(|_| "unreadable body".into()),
-            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                // The problem+json detail says what was wrong (e.g. what was not found; it carries no id).
+                let detail =
+                    r.json::<serde_json::Value>().await.ok().and_then(|p| p["detail"].as_str().map(str::to_owned));
+                Err(match detail {
+                    Some(detail) => format!("HTTP {status} ({})", detail.chars().take(60).collect::<String>()),
+                    None => format!("HTTP {status}"),
+                })
+            }
             Err(e) if e.is_timeout() => Err("timeout".into()),
             Err(e) if e.is_connect() => Err("connect".into()),
             Err(_) => Err("other client error".into()),
