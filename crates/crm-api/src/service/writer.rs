@@ -39,6 +39,9 @@ use uuid::Uuid;
 /// Most changes in one batch.
 pub const MAX_BATCH: usize = 256;
 
+/// How often a batch is tried in one statement before it is written in a transaction that locks its rows.
+const UNLOCKED_TRIES: usize = 2;
+
 /// An `Idempotency-Key` and the hash of the request body it was sent with.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -175,8 +178,8 @@ struct Slot {
 /// What a batch wrote: each change's answer, and the events committed with them for the relay.
 type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 
-/// The batch: in one statement if nothing it read changed meanwhile, else in a transaction that locks what it
-/// touches, run again (at most three times) when another writer created one of its new leads meanwhile (the next
+/// The batch: in one statement if nothing it read changed meanwhile (read and tried again once if something did),
+/// else in a transaction that locks what it touches, run again (at most three times) when another writer created one of its new leads meanwhile (the next
 /// run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
 /// (412, 404, a cap) is that change's `Err` inside.
 async fn run(
@@ -184,10 +187,14 @@ async fn run(
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<Written, sqlx::Error> {
-    match run_unlocked(pool, subjects, changes).await {
-        Ok(written) => return Ok(written),
-        Err(e) if is_transient(&e) => {}
-        Err(e) => return Err(e),
+    // A row another writer changed between the read and the write refuses the statement; read and write again
+    // once (that writer has committed by then) before taking locks.
+    for _ in 0..UNLOCKED_TRIES {
+        match run_unlocked(pool, subjects, changes).await {
+            Ok(written) => return Ok(written),
+            Err(e) if is_transient(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     for pass in 0..3 {
         match run_locked(pool, subjects, changes).await {
