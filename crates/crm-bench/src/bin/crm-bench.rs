@@ -24,7 +24,7 @@ USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
               [--scenario uniform|hot|mixed] [--hot-share F] [--hang-share F]
               [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other]
-              [--env NAME=VALUE]... [--find-max] [--no-build]
+              [--env NAME=VALUE]... [--find-max] [--no-build] [--no-analyze]
 
     --rate R               events offered per second (default 1000; the starting rate with --find-max)
     --duration S           length of the measured steady window in seconds (default 30)
@@ -42,6 +42,8 @@ USAGE:
     --env NAME=VALUE       set a variable of the services' environment (repeatable), e.g. --env CRM_API_WRITERS=1
     --find-max             raise the rate by 30% per step until the backlog stops draining
     --no-build             do not build crm-api and delivery-worker first
+    --no-analyze           measure without the ANALYZE that ends the warm-up (a brand-new database's first
+                           seconds, before autovacuum has given the planner statistics)
 
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_NATS_URL
 (default nats://127.0.0.1:4222), CRM_BIN_DIR (where the service binaries are; default next to this one).";
@@ -62,6 +64,8 @@ struct Args {
     build: bool,
     /// Extra variables for the services' environment.
     env: Vec<(String, String)>,
+    /// ANALYZE the database after the warm-up.
+    analyze: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         find_max: false,
         build: true,
         env: Vec::new(),
+        analyze: true,
     };
     let (mut scenario, mut hot_share, mut hang_share) = ("uniform".to_owned(), 0.8, 0.02);
     let mut it = std::env::args().skip(1);
@@ -104,6 +109,7 @@ fn parse_args() -> Result<Args, String> {
             "--receiver-fail-every-other" => args.fail_every_other = true,
             "--find-max" => args.find_max = true,
             "--no-build" => args.build = false,
+            "--no-analyze" => args.analyze = false,
             "--env" => {
                 let pair = value("--env")?;
                 let (name, v) = pair.split_once('=').ok_or_else(|| format!("--env: `{pair}` is not NAME=VALUE"))?;
@@ -208,6 +214,13 @@ async fn measure(
 
     eprintln!("warm-up: {rate:.0}/s for {:.0} s", args.warmup);
     generator.run(rate, Duration::from_secs_f64(args.warmup), Phase::Warmup).await;
+    if args.analyze {
+        // What autovacuum does within a minute on a database that is taking writes: the planner gets statistics
+        // for the tables the warm-up filled (a brand-new database has none, and a few seconds are not enough for
+        // autovacuum to notice). Cached plans are made again against them.
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.database_url).await?;
+        sqlx::query("ANALYZE").execute(&mut conn).await?;
+    }
 
     eprintln!("steady window: {rate:.0}/s for {:.0} s", args.duration);
     let cpu_before = cpu_snapshot(stack);
@@ -283,6 +296,7 @@ async fn measure(
         "cpu_s_per_1k_events": cpu,
         "max_rss_mib": rss,
         "synchronous_commit": synchronous_commit,
+        "analyzed_after_warmup": args.analyze,
         "sustained": sustained,
     });
     Ok(Outcome { json, sustained })
