@@ -46,6 +46,8 @@ pub struct LoadStats {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
     pub failed: AtomicU64,
+    /// Of `failed`, those of the warm-up.
+    pub failed_in_warmup: AtomicU64,
     /// Failed requests by kind (new lead, repeat interest, edit) and what they got: the HTTP status, or the client
     /// error's kind.
     pub failed_by: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -220,7 +222,12 @@ impl Request {
                     _ => "new lead",
                 };
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let why = format!("{request}: {why}");
+                let why = if phase == Phase::Warmup {
+                    self.stats.failed_in_warmup.fetch_add(1, Ordering::Relaxed);
+                    format!("warm-up {request}: {why}")
+                } else {
+                    format!("{request}: {why}")
+                };
                 *self.stats.failed_by.lock().unwrap_or_else(|p| p.into_inner()).entry(why).or_default() += 1;
                 return;
             }

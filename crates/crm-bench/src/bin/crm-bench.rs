@@ -243,7 +243,9 @@ async fn measure(
         v.sort_unstable();
         v
     };
-    let failed = generator.stats.failed.load(Ordering::Relaxed);
+    // Failures of the warm-up (a cold start) are reported apart; the steady window's decide `sustained`.
+    let failed_in_warmup = generator.stats.failed_in_warmup.load(Ordering::Relaxed);
+    let failed = generator.stats.failed.load(Ordering::Relaxed) - failed_in_warmup;
     let thousands = (report.steady_accepted as f64 / 1000.0).max(1e-9);
     let mut cpu = serde_json::Map::new();
     for (name, after) in &cpu_after {
@@ -282,6 +284,7 @@ async fn measure(
         "hanging_accepted": report.hanging,
         "e2e_by_class": by_class,
         "failed_requests": failed,
+        "failed_in_warmup": failed_in_warmup,
         "failed_by": generator.stats.failed_by.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "events_per_s": round1(events_per_s),
         "delivered_per_s": round1(delivered_in_window as f64 / window.as_secs_f64()),
