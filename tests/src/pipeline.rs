@@ -111,6 +111,22 @@ impl Default for PipelineSpec {
     }
 }
 
+impl PipelineSpec {
+    /// One worker sending one request at a time, whose breaker pauses an endpoint for a minute after three
+    /// retryable failures in a row, with attempts to spare: the count of requests before a pause is exact.
+    pub fn pausing_after_three_failures() -> Self {
+        PipelineSpec {
+            env: vec![
+                ("WORKER_CONCURRENCY", "1".into()),
+                ("CRM_ENDPOINT_PAUSE_AFTER", "3".into()),
+                ("CRM_ENDPOINT_PAUSE_MS", "60000".into()),
+                ("CRM_WEBHOOK_MAX_ATTEMPTS", "20".into()),
+            ],
+            ..Default::default()
+        }
+    }
+}
+
 impl Pipeline {
     pub async fn spawn() -> Pipeline {
         Self::spawn_with(PipelineSpec::default()).await

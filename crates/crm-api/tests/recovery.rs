@@ -44,7 +44,7 @@ async fn workspace(pool: &PgPool) -> Uuid {
 async fn delivery(pool: &PgPool, ws: Uuid, ago: Duration, status: &str, attempts: i32) -> Uuid {
     let at = Utc::now() - ago;
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, at.timestamp() as u64, at.timestamp_subsec_nanos());
-    let event = RowChangedEvent { id: Uuid::new_v7(ts), ..crm_api::domain::test_event(ws) };
+    let event = RowChangedEvent { id: Uuid::new_v7(ts), ..RowChangedEvent::webhook_test(ws) };
     let mut conn = pool.acquire().await.unwrap();
     crm_api::repo::deliveries::create_pending(&mut conn, &event).await.unwrap();
     sqlx::query(

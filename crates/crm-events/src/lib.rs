@@ -95,6 +95,21 @@ pub struct RowChangedEvent {
 }
 
 impl RowChangedEvent {
+    /// A `webhook.test` event of a workspace (no row), as the test route queues it.
+    pub fn webhook_test(workspace_id: Uuid) -> Self {
+        RowChangedEvent {
+            schema_version: EVENT_SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            event_type: EventType::WebhookTest,
+            occurred_at: Utc::now(),
+            workspace_id,
+            trigger: Trigger::Test,
+            row: None,
+            changed_fields: Vec::new(),
+            previous: serde_json::Map::new(),
+        }
+    }
+
     /// Serialises the event body. Plain data with string keys: this cannot fail.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -194,17 +209,7 @@ mod tests {
     use super::*;
 
     fn test_event() -> RowChangedEvent {
-        RowChangedEvent {
-            schema_version: EVENT_SCHEMA_VERSION,
-            id: Uuid::now_v7(),
-            event_type: EventType::WebhookTest,
-            occurred_at: Utc::now(),
-            workspace_id: Uuid::now_v7(),
-            trigger: Trigger::Test,
-            row: None,
-            changed_fields: vec![],
-            previous: serde_json::Map::new(),
-        }
+        RowChangedEvent::webhook_test(Uuid::now_v7())
     }
 
     #[test]

@@ -417,21 +417,10 @@ async fn record_attempt(ctx: &Ctx, message: &jetstream::Message, record: Attempt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_events::{Trigger, EVENT_SCHEMA_VERSION};
     use uuid::Uuid;
 
     fn event(event_type: EventType) -> RowChangedEvent {
-        RowChangedEvent {
-            schema_version: EVENT_SCHEMA_VERSION,
-            id: Uuid::now_v7(),
-            event_type,
-            occurred_at: Utc::now(),
-            workspace_id: Uuid::now_v7(),
-            trigger: Trigger::Test,
-            row: None,
-            changed_fields: vec![],
-            previous: Default::default(),
-        }
+        RowChangedEvent { event_type, ..RowChangedEvent::webhook_test(Uuid::now_v7()) }
     }
 
     fn webhook(enabled: bool, events: &[&str]) -> Webhook {

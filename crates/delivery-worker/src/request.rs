@@ -52,8 +52,6 @@ pub fn jitter() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use crm_events::{EventType, Trigger, EVENT_SCHEMA_VERSION};
     use uuid::Uuid;
 
     #[test]
@@ -66,17 +64,7 @@ mod tests {
 
     #[test]
     fn the_request_carries_both_schemes_over_the_payload() {
-        let event = RowChangedEvent {
-            schema_version: EVENT_SCHEMA_VERSION,
-            id: Uuid::now_v7(),
-            event_type: EventType::WebhookTest,
-            occurred_at: Utc::now(),
-            workspace_id: Uuid::now_v7(),
-            trigger: Trigger::Test,
-            row: None,
-            changed_fields: vec![],
-            previous: Default::default(),
-        };
+        let event = RowChangedEvent::webhook_test(Uuid::now_v7());
         let key = webhook_signing::SigningKey::from_secret("a-sufficiently-long-secret").unwrap();
         let signer = Signer::new(vec![key.clone()]).unwrap();
         let (headers, body) = outbound_request(&event, &signer, 1_700_000_000, 3);

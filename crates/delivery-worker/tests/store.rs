@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use crm_db::DeliveryStatus;
-use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
+use crm_events::RowChangedEvent;
 use delivery_worker::store::{self, AttemptRecord, RecordError, Recorder};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -22,17 +22,7 @@ async fn database() -> (TestDb, PgPool, Uuid) {
 
 /// A delivery of `ws`, claimed as a worker claims it before sending.
 async fn delivery(pool: &PgPool, ws: Uuid) -> Uuid {
-    let event = RowChangedEvent {
-        schema_version: EVENT_SCHEMA_VERSION,
-        id: Uuid::now_v7(),
-        event_type: EventType::WebhookTest,
-        occurred_at: Utc::now(),
-        workspace_id: ws,
-        trigger: Trigger::Test,
-        row: None,
-        changed_fields: vec![],
-        previous: Default::default(),
-    };
+    let event = RowChangedEvent::webhook_test(ws);
     let claim = store::claim(pool, &event, &event.to_payload(), Duration::from_secs(30)).await.expect("claim");
     assert_eq!(claim, store::Claim::Ready { attempts: 0, budget_start: 0 });
     event.id

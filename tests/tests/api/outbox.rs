@@ -119,7 +119,7 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
     let headers = Default::default();
     for _ in 0..3 {
         let mut conn = pool.acquire().await.unwrap();
-        let event = crm_api::domain::test_event(ws);
+        let event = crm_events::RowChangedEvent::webhook_test(ws);
         outbox::enqueue(&mut conn, &outbox::NewEvent::of(&subjects, &event, &headers)).await.unwrap();
     }
 

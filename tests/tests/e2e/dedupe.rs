@@ -1,6 +1,6 @@
 //! Dedupe beyond the stream's window: the worker's send-log guard.
 
-use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
+use crm_events::{RowChangedEvent, EVENT_SCHEMA_VERSION};
 use crm_tests::Pipeline;
 use std::time::Duration;
 
@@ -16,19 +16,9 @@ async fn publish(p: &Pipeline, event: &RowChangedEvent, msg_id: &str) -> bool {
     js.send_publish(subject, message).await.unwrap().await.unwrap().duplicate
 }
 
-/// A test event of workspace `ws` (no row), as the test route would send it.
+/// A test event of workspace `ws` (no row), as the test route would send it, with the id `id`.
 fn test_event(ws: uuid::Uuid, id: uuid::Uuid) -> RowChangedEvent {
-    RowChangedEvent {
-        schema_version: EVENT_SCHEMA_VERSION,
-        id,
-        event_type: EventType::WebhookTest,
-        occurred_at: chrono::Utc::now(),
-        workspace_id: ws,
-        trigger: Trigger::Test,
-        row: None,
-        changed_fields: vec![],
-        previous: Default::default(),
-    }
+    RowChangedEvent { id, ..RowChangedEvent::webhook_test(ws) }
 }
 
 #[tokio::test]

@@ -17,16 +17,7 @@ fn resume_path(ws: Uuid) -> String {
 
 #[tokio::test]
 async fn a_paused_endpoint_sends_its_next_delivery_at_once_when_resumed() {
-    let p = Pipeline::spawn_with(PipelineSpec {
-        env: vec![
-            ("WORKER_CONCURRENCY", "1".into()),
-            ("CRM_ENDPOINT_PAUSE_AFTER", "3".into()),
-            ("CRM_ENDPOINT_PAUSE_MS", "60000".into()),
-            ("CRM_WEBHOOK_MAX_ATTEMPTS", "20".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let p = Pipeline::spawn_with(PipelineSpec::pausing_after_three_failures()).await;
     p.receiver.default_reply(Reply::status(503));
     let (ws, token) = p.workspace(&p.receiver.url("/in"), SECRET).await;
     let viewer = p.api.create_token(ws, "viewer").await;

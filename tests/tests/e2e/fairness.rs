@@ -30,17 +30,7 @@ async fn a_hanging_endpoint_does_not_delay_other_workspaces() {
 
 #[tokio::test]
 async fn an_endpoint_that_keeps_failing_is_paused_not_hammered() {
-    let p = Pipeline::spawn_with(PipelineSpec {
-        env: vec![
-            // One at a time, so the count of requests before the pause is exact.
-            ("WORKER_CONCURRENCY", "1".into()),
-            ("CRM_ENDPOINT_PAUSE_AFTER", "3".into()),
-            ("CRM_ENDPOINT_PAUSE_MS", "60000".into()),
-            ("CRM_WEBHOOK_MAX_ATTEMPTS", "20".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let p = Pipeline::spawn_with(PipelineSpec::pausing_after_three_failures()).await;
     p.receiver.default_reply(Reply::status(503));
     let (ws, token) = p.workspace(&p.receiver.url("/in"), "a-long-enough-plain-secret").await;
     for i in 0..5 {

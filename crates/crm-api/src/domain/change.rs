@@ -1,6 +1,5 @@
 //! A row change and the event that announces it, and the `If-Match`/`ETag` rules of the row's versions.
 
-use chrono::Utc;
 use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
 use crm_mapping::{CrmRow, FIELDS};
 use serde_json::{Map, Value};
@@ -47,21 +46,6 @@ impl Change {
             changed_fields,
             previous,
         }
-    }
-}
-
-/// A `webhook.test` event for a workspace.
-pub fn test_event(workspace_id: Uuid) -> RowChangedEvent {
-    RowChangedEvent {
-        schema_version: EVENT_SCHEMA_VERSION,
-        id: Uuid::now_v7(),
-        event_type: EventType::WebhookTest,
-        occurred_at: Utc::now(),
-        workspace_id,
-        trigger: Trigger::Test,
-        row: None,
-        changed_fields: Vec::new(),
-        previous: Map::new(),
     }
 }
 

@@ -19,6 +19,6 @@ pub mod replay;
 pub mod settings;
 pub mod stats;
 
-pub use change::{etag, test_event, Change, IfMatch};
+pub use change::{etag, Change, IfMatch};
 pub use interest::{Interest, InterestBody};
 pub use patch::RowPatch;

@@ -51,21 +51,10 @@ pub fn attempt_headers(id: Uuid, event_type: &str, attempt: i32, started_at: Dat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_events::{EventType, Trigger, EVENT_SCHEMA_VERSION};
 
     #[test]
     fn the_rebuilt_request_is_what_the_worker_signs_with_the_signatures_elided() {
-        let event = RowChangedEvent {
-            schema_version: EVENT_SCHEMA_VERSION,
-            id: Uuid::now_v7(),
-            event_type: EventType::WebhookTest,
-            occurred_at: Utc::now(),
-            workspace_id: Uuid::now_v7(),
-            trigger: Trigger::Test,
-            row: None,
-            changed_fields: vec![],
-            previous: Default::default(),
-        };
+        let event = RowChangedEvent::webhook_test(Uuid::now_v7());
         let request = request(&event.to_bytes(), Some("https://crm.example.com/in".into())).unwrap();
         assert_eq!(request.body.as_bytes(), event.to_payload());
         assert_eq!(super::request(b"{not an event", None), None);

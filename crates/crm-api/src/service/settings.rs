@@ -70,7 +70,7 @@ pub async fn drop_previous_secret(state: &AppState, workspace_id: Uuid) -> ApiRe
 /// its id can be looked up. Returns the delivery id.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
 pub async fn send_test(state: &AppState, workspace_id: Uuid) -> ApiResult<Uuid> {
-    let event = crate::domain::test_event(workspace_id);
+    let event = crm_events::RowChangedEvent::webhook_test(workspace_id);
     let headers = service_common::trace::current_headers();
     let mut tx = state.pool.begin().await?;
     outbox::enqueue(&mut tx, &NewEvent::of(&state.subjects, &event, &headers)).await?;
