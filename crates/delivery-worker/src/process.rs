@@ -122,8 +122,16 @@ async fn deliver(ctx: &Ctx, message: &jetstream::Message, hold: &mut Hold) -> Re
         return Err(Verdict::Nak(Duration::ZERO));
     };
     let concluded = conclude(ctx, &event, &claimed, attempted);
-    hold.release(concluded.feedback);
-    Ok(settle(ctx, message, &event, concluded).await)
+    let feedback = concluded.feedback;
+    // The slot is free for the next delivery while this one records its attempt; but after 410 Gone only once the
+    // webhook is off, so the endpoint's next queued delivery is skipped rather than sent to it again.
+    let disables = matches!(concluded.decision, Decision::Failed { disable_webhook: true, .. });
+    if !disables {
+        hold.release(feedback);
+    }
+    let verdict = settle(ctx, message, &event, concluded).await;
+    hold.release(feedback);
+    Ok(verdict)
 }
 
 /// Step 1: the event. A body this build cannot read never will be: it is stopped rather than looped on.

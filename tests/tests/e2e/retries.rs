@@ -129,6 +129,24 @@ async fn gone_disables_the_webhook_and_says_so() {
 }
 
 #[tokio::test]
+async fn after_gone_the_endpoints_queued_deliveries_are_skipped_not_sent() {
+    // One delivery at a time: the others wait in the worker's queue while the first gets its 410.
+    let p = Pipeline::spawn_with(PipelineSpec { env: vec![("WORKER_CONCURRENCY", "1".into())], ..Default::default() })
+        .await;
+    p.receiver.default_reply(Reply::status(410).delay(Duration::from_millis(300)));
+    let (ws, token) = p.workspace(&p.receiver.url("/in"), SECRET).await;
+    for i in 0..4 {
+        p.api.interest(ws, &token, &format!("queued{i}@example.com")).await.expect(201);
+    }
+    let skipped = format!("/v1/workspaces/{ws}/crm-webhook/deliveries?status=skipped");
+    crm_tests::eventually(Duration::from_secs(10), || async {
+        p.api.get(&skipped, Some(&token)).await.json()["deliveries"].as_array().map_or(0, Vec::len) == 3
+    })
+    .await;
+    assert_eq!(p.receiver.count(), 1, "the endpoint that answered 410 got nothing more");
+}
+
+#[tokio::test]
 async fn a_name_resolving_to_loopback_is_blocked_at_connect_time() {
     // The worker may not reach 127.0.0.0/8; the name passed the write-time check (it is a public-looking name),
     // and resolves to 127.0.0.1 at send time (DNS rebinding).
