@@ -211,7 +211,16 @@ impl Relay {
     /// The direct path: publishes events this process's writers committed, then deletes their outbox rows. Returns
     /// false when some are left for a pass (the publish failed, or an event is too large for the server and must
     /// be parked by a pass).
-    async fn publish_handed(&self, events: Vec<Pending>) -> bool {
+    pub async fn publish_handed(&self, events: Vec<Pending>) -> bool {
+        // Events handed over longer ago than the grace are a pass's now (one may have published them already, and
+        // the stream's duplicate window may be over by the time a long outage ends): leave them to it.
+        let now = chrono::Utc::now();
+        let grace = chrono::Duration::from_std(DIRECT_GRACE).unwrap_or_default();
+        let (events, stale): (Vec<Pending>, Vec<Pending>) =
+            events.into_iter().partition(|p| now - p.created_at < grace);
+        if events.is_empty() {
+            return stale.is_empty();
+        }
         let published = match publish(&self.js, &events).await {
             Ok(published) => published,
             Err(e) => {
@@ -228,7 +237,7 @@ impl Relay {
             tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
             return false;
         }
-        left.is_empty()
+        left.is_empty() && stale.is_empty()
     }
 
     fn count(&self, stats: &PassStats, events: &[Pending]) {

@@ -184,3 +184,42 @@ async fn two_replicas_share_the_outbox_without_double_publishing() {
     assert_eq!((published, duplicates), (120, 0), "SKIP LOCKED gives each replica disjoint batches");
     second.stop().await;
 }
+
+#[tokio::test]
+async fn the_direct_path_leaves_events_handed_over_too_long_ago_to_the_passes() {
+    crm_tests::init_logging();
+    let db = TestDb::create().await;
+    let names = TestStream::new(&crm_tests::shared_nats_url());
+    // Let crm-api create the stream, then drive a relay of our own.
+    let process = ApiProcess::start(base_env(&db, &names)).await;
+    let ws = process.api.create_workspace("Late").await;
+    let js = names.jetstream().await;
+    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
+    process.stop().await;
+    let relay = relay::Relay::new(
+        db.pool().await,
+        service_common::nats::jetstream(js.client()),
+        crm_api::metrics::ApiMetrics::new(),
+        100,
+        Duration::from_secs(1),
+    );
+    let subjects = crm_events::Subjects::new(names.prefix.clone());
+    let handed = |age: Duration| {
+        let event = crm_events::RowChangedEvent::webhook_test(ws);
+        outbox::Pending {
+            seq: 1,
+            msg_id: event.id,
+            subject: subjects.row_changed(ws),
+            payload: event.to_bytes(),
+            headers: sqlx::types::Json(Default::default()),
+            created_at: chrono::Utc::now() - chrono::Duration::from_std(age).unwrap(),
+        }
+    };
+    // Handed over longer ago than the grace (say, queued behind a NATS outage): a pass's now, which may have
+    // published it already; the direct path does not publish it again.
+    assert!(!relay.publish_handed(vec![handed(relay::DIRECT_GRACE + Duration::from_secs(1))]).await);
+    assert_eq!(stream::message_count(&js, &names.stream).await, 0);
+    // Handed over just now: published at once.
+    assert!(relay.publish_handed(vec![handed(Duration::ZERO)]).await);
+    assert_eq!(stream::message_count(&js, &names.stream).await, 1);
+}
