@@ -11,7 +11,8 @@
 //!
 //! The statement refuses itself (serialization failure, nothing written) when a row it changes has moved on since
 //! it was read, a lead it creates was created meanwhile, or a key it stores exists already (a replay, or the same
-//! key in flight). The batch is then written the careful way: in a transaction that claims the keys, locks every
+//! key in flight). A batch without keys is then read and tried in one statement once more (the writer it raced has
+//! committed by then); after that, or at once for a batch with keys, it is written the careful way: in a transaction that claims the keys, locks every
 //! row the batch touches (in id order, so concurrent batches cannot deadlock on them) and writes one statement per
 //! kind. A batch that fails as a whole (a unique email taken by a concurrent writer, anything) is written again
 //! one change at a time, so one bad request never fails its neighbours; each then gets its own error (a taken
@@ -188,8 +189,10 @@ async fn run(
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<Written, sqlx::Error> {
     // A row another writer changed between the read and the write refuses the statement; read and write again
-    // once (that writer has committed by then) before taking locks.
-    for _ in 0..UNLOCKED_TRIES {
+    // once (that writer has committed by then) before taking locks. A batch with an `Idempotency-Key` is refused
+    // every time one of its keys is a replay, so it tries once.
+    let keyed = changes.iter().any(|(c, _)| matches!(c, Change::Interest { key: Some(_), .. }));
+    for _ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
         match run_unlocked(pool, subjects, changes).await {
             Ok(written) => return Ok(written),
             Err(e) if is_transient(&e) => {}
@@ -283,13 +286,24 @@ impl Applied {
     }
 
     /// Rows new in this batch.
+    /// In id order, like every row this batch writes: two batches writing the same rows take their row locks in
+    /// the same order and cannot deadlock on them.
     fn new_rows(&self) -> Vec<&CrmRow> {
-        self.slots.values().filter(|s| s.read_at.is_none()).map(|s| &s.row).collect()
+        let mut rows: Vec<&CrmRow> = self.slots.values().filter(|s| s.read_at.is_none()).map(|s| &s.row).collect();
+        rows.sort_unstable_by_key(|r| r.id);
+        rows
     }
 
     /// Rows changed by this batch, with the version each must still be at.
+    /// In id order (see [`Applied::new_rows`]).
     fn changed_rows(&self) -> Vec<(&CrmRow, i64)> {
-        self.slots.values().filter_map(|s| s.read_at.filter(|v| *v != s.row.version).map(|v| (&s.row, v))).collect()
+        let mut rows: Vec<(&CrmRow, i64)> = self
+            .slots
+            .values()
+            .filter_map(|s| s.read_at.filter(|v| *v != s.row.version).map(|v| (&s.row, v)))
+            .collect();
+        rows.sort_unstable_by_key(|(r, _)| r.id);
+        rows
     }
 
     /// The events as the outbox and the stream carry them.
