@@ -209,8 +209,8 @@ impl Relay {
     }
 
     /// The direct path: publishes events this process's writers committed, then deletes their outbox rows. Returns
-    /// false when some are left for a pass (the publish failed, or an event is too large for the server and must
-    /// be parked by a pass).
+    /// false when some are left for a pass (the publish failed, an event is too large for the server and must be
+    /// parked by a pass, or events were handed over longer ago than [`DIRECT_GRACE`]).
     pub async fn publish_handed(&self, events: Vec<Pending>) -> bool {
         // Events handed over longer ago than the grace are a pass's now (one may have published them already, and
         // the stream's duplicate window may be over by the time a long outage ends): leave them to it.

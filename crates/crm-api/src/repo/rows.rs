@@ -240,12 +240,12 @@ static LOCK_BY_ID: LazyLock<String> =
 /// A statement over the batch's targets: `$1`/`$2` the emails' workspaces and addresses, `$3`/`$4` the ids'.
 fn with_targets<'q>(
     sql: &'q str,
-    emails: &[(Uuid, String)],
+    emails: &'q [(Uuid, String)],
     ids: &[(Uuid, Uuid)],
 ) -> Query<'q, Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(sql)
         .bind(emails.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
-        .bind(emails.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>())
+        .bind(emails.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())
         .bind(ids.iter().map(|(ws, _)| *ws).collect::<Vec<_>>())
         .bind(ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())
 }

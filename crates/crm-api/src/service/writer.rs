@@ -333,6 +333,11 @@ impl Applied {
     }
 }
 
+/// Each change's answer, once the batch has given every change one.
+fn answers(outcomes: Vec<Option<ApiResult<Outcome>>>) -> Vec<ApiResult<Outcome>> {
+    outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect()
+}
+
 /// The events of a committed batch as the relay publishes them.
 fn committed(messages: Vec<NewEvent<'_>>, seqs: &HashMap<Uuid, i64>, at: DateTime<Utc>) -> Vec<Pending> {
     messages
@@ -364,9 +369,6 @@ async fn run_unlocked(
     let read = rows::read_for_change(pool, &emails, &ids).await?;
     let now = Utc::now().trunc_subsecs(6);
     let applied = Applied::apply(&changes, &mut outcomes, read, now);
-    let answers = |outcomes: Vec<Option<ApiResult<Outcome>>>| {
-        outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect::<Vec<_>>()
-    };
     if applied.events.is_empty() {
         // Nothing changes (every row written and every key stored comes with an event): edits that set what is
         // there already, or refused ones, are answered from the rows as read.
@@ -463,7 +465,7 @@ async fn run_locked(
     idempotency::complete_many(&mut tx, &done).await?;
     tx.commit().await?;
     let committed = committed(messages, &seqs, Utc::now());
-    Ok(Some((outcomes.into_iter().map(|o| o.unwrap_or(Err(ApiError::Unavailable))).collect(), committed)))
+    Ok(Some((answers(outcomes), committed)))
 }
 
 /// An interest, applied to the batch's rows: the lead's row created or updated, and its event.
