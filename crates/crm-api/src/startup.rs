@@ -52,6 +52,7 @@ impl Application {
             &config.common.database_url,
             config.writers as u32,
             "crm-api-writer",
+            db::Plans::PerCall,
             db::Commit::Durable,
         )
         .await
@@ -77,9 +78,16 @@ impl Application {
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
             .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
-        let relay_pool = db::connect_key_lookups(&config.common.database_url, 4, "crm-api-relay", db::Commit::Async)
-            .await
-            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        // The relay reads and deletes outbox rows through their primary key alone (the table has no other index).
+        let relay_pool = db::connect_key_lookups(
+            &config.common.database_url,
+            4,
+            "crm-api-relay",
+            db::Plans::Cached,
+            db::Commit::Async,
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let recoverer = Recoverer::new(pool.clone(), state.subjects.clone(), config.recovery, metrics.clone());
         let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =

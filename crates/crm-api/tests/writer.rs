@@ -161,6 +161,22 @@ async fn write_batch(
 }
 
 #[tokio::test]
+async fn rows_read_for_a_change_come_once_each_in_id_order_however_the_batch_names_them() {
+    use crm_api::repo::rows;
+
+    let (_db, pool, writer, ws) = setup().await;
+    let ada = row(&writer.submit(new_lead(ws, "ada@example.com")).await).clone();
+    let lin = row(&writer.submit(new_lead(ws, "lin@example.com")).await).clone();
+    // Ada by email (in another case) and by id, Lin by id twice, and an email nobody has.
+    let emails = [(ws, "ADA@example.com".to_owned()), (ws, "nobody@example.com".to_owned())];
+    let ids = [(ws, lin.id), (ws, ada.id), (ws, lin.id)];
+    let read = rows::read_for_change(&pool, &emails, &ids).await.unwrap();
+    let mut expected = vec![ada, lin];
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(read, expected);
+}
+
+#[tokio::test]
 async fn the_one_statement_write_is_refused_whole_when_what_it_read_has_changed() {
     use crm_api::repo::{outbox::NewEvent, rows};
     use crm_events::Trigger;

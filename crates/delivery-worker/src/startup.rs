@@ -43,16 +43,22 @@ impl Worker {
         let pool = db::connect(&config.common.database_url, config.db_max_connections, "delivery-worker")
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        // Attempt records and skips look deliveries up by key, many per statement; each has one batching writer,
-        // so two connections serve them.
-        let record_pool =
-            db::connect_key_lookups(&config.common.database_url, 2, "delivery-worker-records", db::Commit::Durable)
-                .await
-                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        // Attempt records and skips look deliveries up by primary key, many per statement; each has one batching
+        // writer, so two connections serve them. Claims and lease releases, too, find deliveries by id alone.
+        let record_pool = db::connect_key_lookups(
+            &config.common.database_url,
+            2,
+            "delivery-worker-records",
+            db::Plans::Cached,
+            db::Commit::Durable,
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let fast_pool = db::connect_key_lookups(
             &config.common.database_url,
             config.db_max_connections,
             "delivery-worker-claims",
+            db::Plans::Cached,
             db::Commit::Async,
         )
         .await

@@ -117,3 +117,35 @@ async fn an_unreachable_database_is_reported_for_every_record() {
     let recorded = recorder.record(record(first, None, "ok")).await;
     assert!(matches!(recorded, Err(RecordError::Unavailable(_))), "{recorded:?}");
 }
+
+/// The worker's claim and record pools cache one plan per statement (`Plans::Cached`), made here on empty tables as
+/// on a brand-new database, and each such plan still probes the deliveries' primary key: nothing is planned per
+/// call, and no plan depends on what the table held when it was made.
+#[tokio::test]
+async fn the_claim_and_record_statements_are_planned_once_through_primary_keys() {
+    use service_common::db::{connect_key_lookups, Commit, Plans};
+
+    let (db, _pool, ws) = database().await;
+    let url = secrecy::SecretString::from(db.url.clone());
+    let pool = connect_key_lookups(&url, 1, "test", Plans::Cached, Commit::Async).await.unwrap();
+    let lease = Duration::from_secs(30);
+    for _ in 0..3 {
+        let (fresh, sent, skipped) =
+            (RowChangedEvent::webhook_test(ws), RowChangedEvent::webhook_test(ws), RowChangedEvent::webhook_test(ws));
+        store::claim(&pool, &sent, &sent.to_payload(), lease).await.unwrap();
+        store::release(&pool, sent.id).await.unwrap();
+        let requests: Vec<_> = [&fresh, &sent]
+            .into_iter()
+            .map(|e| store::ClaimRequest { event: e.clone(), raw: e.to_payload() })
+            .collect();
+        let claims = store::claim_many(&pool, &requests, lease).await;
+        assert!(claims.iter().all(|c| matches!(c, Ok(store::Claim::Ready { .. }))), "{claims:?}");
+        store::record_batch(&pool, &[record(sent.id, None, "ok")]).await.unwrap();
+        let skip = store::SkipRecord::of(&skipped, &skipped.to_payload(), crm_db::SkipReason::Disabled);
+        store::skip_batch(&pool, &[skip]).await.unwrap();
+        store::fail_undecodable(&pool, fresh.id, "test").await.unwrap();
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    let plans = test_support::prepared_plans(&mut conn).await;
+    test_support::assert_planned_once_through_primary_keys(&plans, 7);
+}

@@ -40,16 +40,38 @@ pub enum Commit {
 const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
     [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
 
+/// When a hot-path pool's statements are planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// Each execution is planned for its own values, PostgreSQL's choice for these statements (the default
+    /// `plan_cache_mode = auto`): the batch's arrays make a plan for the values look cheaper than the cached
+    /// generic plan every time. For pools whose lookups go through secondary indexes (crm-api's writers find rows
+    /// by workspace and email): on a table without statistics, a plan made once can take the wrong index of two
+    /// that both lead with the workspace, and a cached plan would keep it until the table is analysed.
+    PerCall,
+    /// Planned once per statement and connection (`plan_cache_mode = force_generic_plan`). For pools whose every
+    /// statement finds its rows through the primary key (the batch's keys as `= ANY($1)`, or the oldest rows in key
+    /// order): the one usable index and the number of rows read follow from the statement, so a plan made on an
+    /// empty table is the plan for a full one, and planning each execution again (up to half of these statements'
+    /// server time at small batches) is waste.
+    Cached,
+}
+
 /// Opens a pool for the hot path's batched key lookups and writes (crm-api's writers and relay, the worker's
-/// claims and records): [`KEY_LOOKUP_PLANS`], and commits as `commit` says. Never for queries that read a range
-/// of rows (lists, counts, pruning): those keep the planner's own judgement on [`connect`]'s pool.
+/// claims and records): [`KEY_LOOKUP_PLANS`], statements planned as `plans` says, and commits as `commit` says.
+/// Never for queries that read a range of rows (lists, counts, pruning): those keep the planner's own judgement
+/// on [`connect`]'s pool.
 pub async fn connect_key_lookups(
     url: &SecretString,
     max_connections: u32,
     application: &str,
+    plans: Plans,
     commit: Commit,
 ) -> Result<PgPool, sqlx::Error> {
     let mut settings = KEY_LOOKUP_PLANS.to_vec();
+    if plans == Plans::Cached {
+        settings.push(("plan_cache_mode", "force_generic_plan"));
+    }
     if commit == Commit::Async {
         settings.push(("synchronous_commit", "off"));
     }

@@ -81,6 +81,53 @@ impl Drop for TestDb {
     }
 }
 
+/// Every statement `conn` has prepared, with how often PostgreSQL planned it for its values and how often it used
+/// the generic plan, and that generic plan as `EXPLAIN` prints it (one line per node). For checks that a pool
+/// whose plans are cached (`service_common::db::Plans::Cached`) plans nothing per call and that every cached plan
+/// probes the intended index, whatever the table held when the plan was made.
+pub async fn prepared_plans(conn: &mut sqlx::PgConnection) -> Vec<PreparedPlan> {
+    let prepared: Vec<(String, String, i64, i64, i32)> = sqlx::query_as(
+        "SELECT name, statement, custom_plans, generic_plans, cardinality(parameter_types)
+           FROM pg_prepared_statements WHERE NOT from_sql AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("pg_prepared_statements");
+    let mut plans = Vec::with_capacity(prepared.len());
+    for (name, statement, custom_plans, generic_plans, params) in prepared {
+        // Parameters as NULL: with `force_generic_plan` the plan shown does not depend on them.
+        let args = vec!["NULL"; usize::try_from(params).unwrap_or(0)].join(", ");
+        let call = if args.is_empty() { name.clone() } else { format!("{name}({args})") };
+        let lines: Vec<(String,)> =
+            sqlx::query_as(&format!("EXPLAIN EXECUTE {call}")).fetch_all(&mut *conn).await.expect("explain");
+        let plan = lines.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n");
+        plans.push(PreparedPlan { statement, custom_plans, generic_plans, plan });
+    }
+    plans
+}
+
+/// Asserts that `plans` (see [`prepared_plans`]) are at least `at_least` statements, none planned per call, and
+/// that every cached plan reads its tables through their primary keys: no sequential scan, no secondary index.
+pub fn assert_planned_once_through_primary_keys(plans: &[PreparedPlan], at_least: usize) {
+    assert!(plans.len() >= at_least, "{} statements prepared: {plans:#?}", plans.len());
+    for p in plans {
+        assert_eq!(p.custom_plans, 0, "planned per call: {}", p.statement);
+        assert!(!p.plan.contains("Seq Scan"), "{}\n{}", p.statement, p.plan);
+        for line in p.plan.lines().filter(|l| l.contains("Index Scan") || l.contains("Index Only Scan")) {
+            assert!(line.contains("_pkey"), "a secondary index in the cached plan of {}:\n{}", p.statement, p.plan);
+        }
+    }
+}
+
+/// One prepared statement of a connection (see [`prepared_plans`]).
+#[derive(Debug, Clone)]
+pub struct PreparedPlan {
+    pub statement: String,
+    pub custom_plans: i64,
+    pub generic_plans: i64,
+    pub plan: String,
+}
+
 /// A unique stream name and subject prefix on a NATS server; the stream is deleted on drop.
 pub struct TestStream {
     pub nats_url: String,
