@@ -52,7 +52,7 @@ impl Application {
             &config.common.database_url,
             config.writers as u32,
             "crm-api-writer",
-            db::Plans::PerCall,
+            db::Plans::Auto,
             db::Commit::Durable,
         )
         .await
@@ -78,7 +78,8 @@ impl Application {
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })
             .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
-        // The relay reads and deletes outbox rows through their primary key alone (the table has no other index).
+        // The relay's statements with parameters reach outbox rows through their primary key (the table has no
+        // other index) and deliveries by id; its once-a-second counts have no parameters.
         let relay_pool = db::connect_key_lookups(
             &config.common.database_url,
             4,

@@ -141,11 +141,13 @@ async fn the_claim_and_record_statements_are_planned_once_through_primary_keys()
         let claims = store::claim_many(&pool, &requests, lease).await;
         assert!(claims.iter().all(|c| matches!(c, Ok(store::Claim::Ready { .. }))), "{claims:?}");
         store::record_batch(&pool, &[record(sent.id, None, "ok")]).await.unwrap();
+        let again = store::claim(&pool, &sent, &sent.to_payload(), lease).await.unwrap();
+        assert_eq!(again, store::Claim::Ended, "a delivery that succeeded is not claimed again");
         let skip = store::SkipRecord::of(&skipped, &skipped.to_payload(), crm_db::SkipReason::Disabled);
         store::skip_batch(&pool, &[skip]).await.unwrap();
         store::fail_undecodable(&pool, fresh.id, "test").await.unwrap();
     }
     let mut conn = pool.acquire().await.unwrap();
     let plans = test_support::prepared_plans(&mut conn).await;
-    test_support::assert_planned_once_through_primary_keys(&plans, 7);
+    test_support::assert_planned_once_through_primary_keys(&plans, 8);
 }

@@ -43,17 +43,21 @@ const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
 /// When a hot-path pool's statements are planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plans {
-    /// Each execution is planned for its own values, PostgreSQL's choice for these statements (the default
-    /// `plan_cache_mode = auto`): the batch's arrays make a plan for the values look cheaper than the cached
-    /// generic plan every time. For pools whose lookups go through secondary indexes (crm-api's writers find rows
-    /// by workspace and email): on a table without statistics, a plan made once can take the wrong index of two
-    /// that both lead with the workspace, and a cached plan would keep it until the table is analysed.
-    PerCall,
+    /// PostgreSQL's own choice (the default `plan_cache_mode = auto`): a statement is planned for its values as
+    /// long as such a plan looks cheaper than the cached generic one, which for a lookup of a batch's two or three
+    /// keys (against a generic estimate of ten) it does on every call. For pools with lookups through secondary
+    /// indexes (crm-api's writers find rows by workspace and email): on a table without statistics, a plan made
+    /// once can take the wrong index of two that both lead with the workspace, and a cached plan would keep it
+    /// until the table is analysed, while a plan for the values changes index as soon as the table has rows.
+    /// Statements whose plan does not depend on the table (the writers' one-statement write, bounded by `id =
+    /// ANY`) still go generic after their first few calls.
+    Auto,
     /// Planned once per statement and connection (`plan_cache_mode = force_generic_plan`). For pools whose every
-    /// statement finds its rows through the primary key (the batch's keys as `= ANY($1)`, or the oldest rows in key
-    /// order): the one usable index and the number of rows read follow from the statement, so a plan made on an
-    /// empty table is the plan for a full one, and planning each execution again (up to half of these statements'
-    /// server time at small batches) is waste.
+    /// statement with parameters finds its rows through the primary key (the batch's keys as `= ANY($1)`, or the
+    /// oldest rows in key order; a statement without parameters is planned once in any mode): the one usable index
+    /// and the number of rows read follow from the statement, so a plan made on an empty table is the plan for a
+    /// full one, and planning each execution again (more than half of the claim's and the relay's delete's server
+    /// time at small batches) is waste.
     Cached,
 }
 
