@@ -26,13 +26,16 @@ async fn the_relay_statements_are_planned_once_through_primary_keys() {
         let (test_event, written) = (RowChangedEvent::webhook_test(ws), RowChangedEvent::webhook_test(ws));
         let mut conn = admin.acquire().await.unwrap();
         outbox::enqueue(&mut conn, &NewEvent::of(&subjects, &test_event, &headers)).await.unwrap();
-        sqlx::query("INSERT INTO deliveries (id, workspace_id, event_type, status, event) VALUES ($1, $2, 'webhook.test', 'pending', $3)")
-            .bind(written.id)
-            .bind(ws)
-            .bind(written.to_payload())
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO deliveries (id, workspace_id, event_type, status, event)
+             VALUES ($1, $2, 'webhook.test', 'pending', $3)",
+        )
+        .bind(written.id)
+        .bind(ws)
+        .bind(written.to_payload())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
         let seqs = outbox::enqueue_many_with_deliveries(&mut conn, &[NewEvent::of(&subjects, &written, &headers)])
             .await
             .unwrap();

@@ -17,14 +17,26 @@ use test_support::TestDb;
 use uuid::Uuid;
 
 async fn setup() -> (TestDb, PgPool, Writer, Uuid) {
+    setup_with_writers(1).await
+}
+
+/// A migrated database with one workspace, and a writer of `writers` tasks on it.
+async fn setup_with_writers(writers: usize) -> (TestDb, PgPool, Writer, Uuid) {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     crm_db::migrate(&pool).await.expect("migrations");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
     // No relay takes the handoff: the events stay in the outbox, where the tests count them.
-    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 1);
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, writers);
     (db, pool, writer, ws)
+}
+
+/// Plans the rest of `tx` as the writers' pool does (`service_common::db::connect_key_lookups`): index probes only.
+async fn plan_as_the_writers(tx: &mut sqlx::PgConnection) {
+    for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+        sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+    }
 }
 
 fn interest(email: &str) -> Interest {
@@ -266,10 +278,7 @@ async fn a_row_changed_by_a_concurrent_transaction_is_still_locked_and_read_in_i
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
-            // The writers' planner settings (service_common::db::connect_key_lookups).
-            for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
-                sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
-            }
+            plan_as_the_writers(&mut tx).await;
             let by_id = rows::lock_for_change(&mut tx, &[], &[(ws, ada.id)]).await.unwrap();
             let by_email = rows::lock_for_change(&mut tx, &[(ws, "ADA@example.com".into())], &[]).await.unwrap();
             (by_id, by_email)
@@ -302,14 +311,9 @@ async fn until_someone_waits_for_a_lock(pool: &PgPool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_racing_on_a_few_rows_all_find_their_row() {
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    crm_db::migrate(&pool).await.expect("migrations");
-    let ws = Uuid::now_v7();
-    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
     // Two writers, so batches race for the same rows: their one-statement writes refuse each other and go through
     // the locking transaction, where a row is waited for while the other batch changes it.
-    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 2);
+    let (_db, pool, writer, ws) = setup_with_writers(2).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(row(&writer.submit(new_lead(ws, &format!("hot{i}@example.com"))).await).id);
@@ -356,9 +360,7 @@ async fn batches_locking_the_same_rows_at_once_each_get_every_row_they_ask_for()
                 let ids = vec![(ws, pick(2).0), (ws, pick(3).0)];
                 let wanted: std::collections::HashSet<Uuid> = [pick(0).0, pick(1).0, pick(2).0, pick(3).0].into();
                 let mut tx = pool.begin().await.unwrap();
-                for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
-                    sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
-                }
+                plan_as_the_writers(&mut tx).await;
                 let locked = rows::lock_for_change(&mut tx, &emails, &ids).await.unwrap();
                 let got: std::collections::HashSet<Uuid> = locked.iter().map(|r| r.id).collect();
                 if got != wanted {

@@ -12,9 +12,9 @@
 //! The statement refuses itself (serialization failure, nothing written) when a row it changes has moved on since
 //! it was read, a lead it creates was created meanwhile, or a key it stores exists already (a replay, or the same
 //! key in flight). A batch without keys is then read and tried in one statement once more (the writer it raced has
-//! committed by then); after that, or at once for a batch with keys, it is written the careful way: in a transaction that claims the keys, locks every
-//! row the batch touches (in id order, so concurrent batches cannot deadlock on them) and writes one statement per
-//! kind. A batch that fails as a whole (a unique email taken by a concurrent writer, anything) is written again
+//! committed by then); after that, or at once for a batch with keys, it is written the careful way: in a
+//! transaction that claims the keys, locks every row the batch touches (in id order, so concurrent batches cannot
+//! deadlock on them) and writes one statement per kind. A batch that fails as a whole (a unique email taken by a concurrent writer, anything) is written again
 //! one change at a time, so one bad request never fails its neighbours; each then gets its own error (a taken
 //! email is 409).
 //!
@@ -180,8 +180,8 @@ struct Slot {
 type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 
 /// The batch: in one statement if nothing it read changed meanwhile (read and tried again once if something did),
-/// else in a transaction that locks what it touches, run again (at most three times) when another writer created one of its new leads meanwhile (the next
-/// run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
+/// else in a transaction that locks what it touches, run again (at most three times) when another writer created
+/// one of its new leads meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
 /// (412, 404, a cap) is that change's `Err` inside.
 async fn run(
     pool: &PgPool,

@@ -3,8 +3,8 @@
 //! [`claim`] is the send-log guard: a delivery that has ended (succeeded, failed, dead, skipped) is never sent
 //! again, however often its message comes back; and a delivery another worker is sending right now (its lease is
 //! live) is not sent twice at once. A delivery costs its share of two batched statements: the claim
-//! ([`Claimer`]), then the attempt record ([`attempts`]). Skips are batched the same way ([`Skipper`]), and durable: a skip lost in a
-//! crash would not be redone, since its message is acknowledged.
+//! ([`Claimer`]), then the attempt record ([`attempts`]). Skips are batched the same way ([`Skipper`]), and durable:
+//! a skip lost in a crash would not be redone, since its message is acknowledged.
 
 pub mod attempts;
 pub mod batcher;
