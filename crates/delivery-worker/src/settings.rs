@@ -8,6 +8,11 @@
 //! the fill, the value read may be the one the change replaced, and storing it would undo the invalidation for a
 //! whole TTL. So the cache keeps a generation, bumped by every invalidation: a lookup notes the generation before
 //! it reads, and its fill is stored only if the generation is still the same.
+//!
+//! Lookups that miss together read once: a miss takes its workspace's load lock (one of [`LOAD_LOCKS`] stripes)
+//! and looks again once it has it, so when an entry expires or the cache is cleared under load, a workspace's
+//! waiting deliveries cost one query and one decryption, not one each, and a burst cannot take every connection of
+//! the pool for the same row.
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
@@ -15,6 +20,7 @@ use service_common::db::Heard;
 use service_common::SecretKeyring;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +28,8 @@ use uuid::Uuid;
 use webhook_signing::{Signer, SigningKey};
 
 const TTL: Duration = Duration::from_secs(60);
+/// Stripes of the load lock: misses of workspaces in different stripes read in parallel.
+const LOAD_LOCKS: usize = 64;
 
 /// One workspace's webhook, ready to send with.
 #[derive(Debug)]
@@ -92,6 +100,15 @@ pub struct SettingsCache {
     pool: PgPool,
     keyring: SecretKeyring,
     entries: Arc<Mutex<Entries>>,
+    /// Held while a workspace's settings are read; indexed by [`stripe`].
+    loads: Arc<[tokio::sync::Mutex<()>]>,
+    /// How many times the database was read.
+    reads: Arc<AtomicU64>,
+}
+
+/// The load lock stripe of a workspace.
+fn stripe(workspace_id: Uuid) -> usize {
+    (workspace_id.as_u128() % LOAD_LOCKS as u128) as usize
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +119,23 @@ pub enum SettingsError {
 
 impl SettingsCache {
     pub fn new(pool: PgPool, keyring: SecretKeyring) -> Self {
-        SettingsCache { pool, keyring, entries: Arc::default() }
+        let loads = (0..LOAD_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        SettingsCache { pool, keyring, entries: Arc::default(), loads, reads: Arc::default() }
     }
 
     /// The workspace's webhook (`None`: never configured), from the cache when fresh.
     /// A value read while settings changed is returned to this caller but not cached (see the module's docs).
     pub async fn get(&self, workspace_id: Uuid) -> Result<Option<Arc<Webhook>>, SettingsError> {
+        if let Ok(found) = self.lock().lookup(workspace_id) {
+            return Ok(found);
+        }
+        // One read per workspace at a time; whoever waited finds what the read before it stored.
+        let _loading = self.loads[stripe(workspace_id)].lock().await;
         let ticket = match self.lock().lookup(workspace_id) {
             Ok(found) => return Ok(found),
             Err(ticket) => ticket,
         };
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let loaded = self.load(workspace_id).await?.map(Arc::new);
         self.lock().fill(workspace_id, ticket, loaded.clone());
         Ok(loaded)
@@ -121,6 +145,11 @@ impl SettingsCache {
     /// cached, `Some(None)` when the workspace is known to have no webhook.
     pub fn peek(&self, workspace_id: Uuid) -> Option<Option<Arc<Webhook>>> {
         self.lock().lookup(workspace_id).ok()
+    }
+
+    /// How many times the cache has read the database since it was made.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     pub fn invalidate(&self, workspace_id: Uuid) {
