@@ -44,7 +44,9 @@ impl Worker {
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         // Attempt records and skips look deliveries up by primary key, many per statement; each has one batching
-        // writer, so two connections serve them. Claims and lease releases, too, find deliveries by id alone.
+        // writer, so two connections serve them. Claims and lease releases, too, find deliveries by id alone; the
+        // claims, too, are one batch at a time, so two connections serve them as well. The worker's connections
+        // are thus `WORKER_DB_MAX_CONNECTIONS` + 4 at most.
         let record_pool = db::connect_key_lookups(
             &config.common.database_url,
             2,
@@ -56,7 +58,7 @@ impl Worker {
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let fast_pool = db::connect_key_lookups(
             &config.common.database_url,
-            config.db_max_connections,
+            2,
             "delivery-worker-claims",
             db::Plans::Cached,
             db::Commit::Async,
