@@ -105,3 +105,46 @@ pub async fn settle(name: &str, run: &Run, timeout: Duration) -> Report {
     assert_eq!(r.missing, 0, "[{name}] accepted events were lost");
     r
 }
+
+/// What the delivery log says about each webhook the receiver got more than once: the delivery (or deliveries) of
+/// that row version, their state and every recorded attempt. A failed "no duplicates" check prints it, so the cause
+/// (an attempt that timed out after the receiver had it, or a second send with no attempt recorded between) shows
+/// in the failure itself.
+pub async fn explain_duplicates(stack: &Stack, run: &Run) -> String {
+    let duplicated = run.ledger.duplicated();
+    if duplicated.is_empty() {
+        return String::new();
+    }
+    let pool = match sqlx::PgPool::connect(&stack.database_url).await {
+        Ok(pool) => pool,
+        Err(e) => return format!("{duplicated:?} (the delivery log could not be read: {e})"),
+    };
+    let mut out = String::new();
+    for ((row_id, version), times) in duplicated {
+        let deliveries: Vec<(uuid::Uuid, String, i32, i32)> = sqlx::query_as(
+            "SELECT id, status, attempts, budget_start FROM deliveries
+              WHERE row_id = $1 AND (convert_from(event, 'UTF8')::jsonb -> 'row' ->> 'version')::bigint = $2",
+        )
+        .bind(row_id)
+        .bind(version)
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        out.push_str(&format!("\nrow {row_id} v{version} received {times} times:"));
+        for (id, status, attempts, budget_start) in deliveries {
+            let tried: Vec<(i32, Option<i32>, Option<String>, i32)> = sqlx::query_as(
+                "SELECT attempt, status_code, error, duration_ms FROM delivery_attempts
+                  WHERE delivery_id = $1 ORDER BY attempt",
+            )
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            out.push_str(&format!(
+                "\n  delivery {id}: {status}, attempts={attempts}, budget_start={budget_start}, recorded={tried:?}"
+            ));
+        }
+    }
+    pool.close().await;
+    out
+}

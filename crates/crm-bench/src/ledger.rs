@@ -67,6 +67,11 @@ impl Ledger {
         inner.received.entry(key).and_modify(|(_, n)| *n += 1).or_insert((at, 1));
     }
 
+    /// The keys received more than once, with how often.
+    pub fn duplicated(&self) -> Vec<(Key, u32)> {
+        self.lock().received.iter().filter(|(_, (_, n))| *n > 1).map(|(k, (_, n))| (*k, *n)).collect()
+    }
+
     pub fn accepted(&self) -> u64 {
         self.lock().accepted.len() as u64
     }
@@ -146,6 +151,7 @@ mod tests {
         assert_eq!(r.accepted, r.delivered + r.missing + r.hanging);
         assert_eq!(r.e2e, vec![Duration::from_millis(5), Duration::from_millis(7)]);
         assert_eq!(ledger.outstanding(), 2);
+        assert_eq!(ledger.duplicated(), vec![(keys[0], 2)]);
     }
 
     #[test]
