@@ -12,7 +12,8 @@
 //! Lookups that miss together read once: a miss takes its workspace's load lock (one of [`LOAD_LOCKS`] stripes)
 //! and looks again once it has it, so when an entry expires or the cache is cleared under load, a workspace's
 //! waiting deliveries cost one query and one decryption, not one each, and a burst cannot take every connection of
-//! the pool for the same row.
+//! the pool for the same row. A read that fails fails for those who waited on it too: while the database is away,
+//! a burst costs one wait for a connection, not one after another.
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
@@ -100,10 +101,18 @@ pub struct SettingsCache {
     pool: PgPool,
     keyring: SecretKeyring,
     entries: Arc<Mutex<Entries>>,
-    /// Held while a workspace's settings are read; indexed by [`stripe`].
-    loads: Arc<[tokio::sync::Mutex<()>]>,
+    /// Held while a workspace's settings are read; indexed by [`stripe`]. Each holds the stripe's last failed
+    /// read, so whoever waited on it gets its error rather than trying again.
+    loads: Arc<[tokio::sync::Mutex<Option<FailedRead>>]>,
     /// How many times the database was read.
     reads: Arc<AtomicU64>,
+}
+
+/// A read of a workspace's settings that failed, and when.
+#[derive(Debug, Clone, Copy)]
+struct FailedRead {
+    workspace_id: Uuid,
+    at: Instant,
 }
 
 /// The load lock stripe of a workspace.
@@ -115,11 +124,14 @@ fn stripe(workspace_id: Uuid) -> usize {
 pub enum SettingsError {
     #[error("reading webhook settings failed")]
     Database(#[from] sqlx::Error),
+    /// The read this lookup waited for failed.
+    #[error("reading webhook settings failed (a read this lookup waited for)")]
+    Shared,
 }
 
 impl SettingsCache {
     pub fn new(pool: PgPool, keyring: SecretKeyring) -> Self {
-        let loads = (0..LOAD_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        let loads = (0..LOAD_LOCKS).map(|_| tokio::sync::Mutex::new(None)).collect();
         SettingsCache { pool, keyring, entries: Arc::default(), loads, reads: Arc::default() }
     }
 
@@ -129,14 +141,24 @@ impl SettingsCache {
         if let Ok(found) = self.lock().lookup(workspace_id) {
             return Ok(found);
         }
-        // One read per workspace at a time; whoever waited finds what the read before it stored.
-        let _loading = self.loads[stripe(workspace_id)].lock().await;
+        // One read per workspace at a time; whoever waited finds what the read before it stored, or its failure.
+        let asked = Instant::now();
+        let mut loading = self.loads[stripe(workspace_id)].lock().await;
+        if loading.is_some_and(|failed| failed.workspace_id == workspace_id && failed.at >= asked) {
+            return Err(SettingsError::Shared);
+        }
         let ticket = match self.lock().lookup(workspace_id) {
             Ok(found) => return Ok(found),
             Err(ticket) => ticket,
         };
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let loaded = self.load(workspace_id).await?.map(Arc::new);
+        let loaded = match self.load(workspace_id).await {
+            Ok(loaded) => loaded.map(Arc::new),
+            Err(e) => {
+                *loading = Some(FailedRead { workspace_id, at: Instant::now() });
+                return Err(e);
+            }
+        };
         self.lock().fill(workspace_id, ticket, loaded.clone());
         Ok(loaded)
     }

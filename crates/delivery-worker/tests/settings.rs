@@ -1,5 +1,5 @@
 //! The worker's settings cache against a real PostgreSQL (a fresh database per test): deliveries that miss the
-//! cache together read the workspace's settings once.
+//! cache together read the workspace's settings once, and share that read's failure when the database is away.
 
 use delivery_worker::settings::SettingsCache;
 use service_common::SecretKeyring;
@@ -40,4 +40,29 @@ async fn lookups_that_miss_together_read_the_database_once() {
     let other = Uuid::now_v7();
     together(&cache, other, 8).await;
     assert_eq!(cache.reads(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_that_waited_for_a_failed_read_fail_with_it_instead_of_each_waiting_again() {
+    // Nothing listens on port 1: every read fails once the pool gives up on a connection.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .unwrap();
+    let cache = SettingsCache::new(pool, SecretKeyring::from_bytes([7; 32]));
+    let ws = Uuid::now_v7();
+
+    let mut lookups = JoinSet::new();
+    for _ in 0..16 {
+        let cache = cache.clone();
+        lookups.spawn(async move { cache.get(ws).await.is_err() });
+    }
+    while let Some(failed) = lookups.join_next().await {
+        assert!(failed.unwrap(), "the database is away");
+    }
+    assert_eq!(cache.reads(), 1, "16 lookups waited for one read, and failed with it");
+
+    // A lookup that comes after the failure tries again.
+    assert!(cache.get(ws).await.is_err());
+    assert_eq!(cache.reads(), 2);
 }
