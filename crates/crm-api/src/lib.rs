@@ -23,6 +23,7 @@ pub mod routes;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod statistics;
 
 pub use config::ApiConfig;
 pub use startup::Application;

@@ -131,6 +131,7 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), self.delivery_retention, shutdown.clone()));
         let revocations = tokio::spawn(follow_revocations(self.state.clone(), shutdown.clone()));
         let recoveries = tokio::spawn(self.recoverer.run(self.state.recovery_wake.clone(), shutdown.clone()));
+        let statistics = tokio::spawn(crate::statistics::keep_current(self.state.pool.clone(), shutdown.clone()));
         service_common::serve::serve(self.listener, self.router, shutdown.clone(), self.header_read_timeout).await;
         shutdown.cancel();
         relay_stop.cancel();
@@ -138,6 +139,7 @@ impl Application {
         let _ = housekeeping.await;
         let _ = revocations.await;
         let _ = recoveries.await;
+        let _ = statistics.await;
         tracing::info!("crm-api stopped");
         Ok(())
     }

@@ -8,4 +8,5 @@ mod recoveries;
 mod retention;
 mod rows;
 mod settings;
+mod statistics;
 mod stats;

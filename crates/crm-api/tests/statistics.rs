@@ -1,0 +1,77 @@
+//! `crm_rows` is analysed as soon as it has grown enough that its statistics mislead the planner: on a fresh database
+//! within its first few hundred rows, then whenever it has doubled.
+
+use crm_api::statistics::{analyze_if_grown, MIN_CHANGES};
+use sqlx::{PgConnection, PgPool};
+use test_support::TestDb;
+use uuid::Uuid;
+
+/// Adds `n` leads to `ws` and makes the connection report its statistics at once (connections report them at most
+/// once a second).
+async fn add_leads(conn: &mut PgConnection, ws: Uuid, n: i64) {
+    sqlx::query(
+        "INSERT INTO crm_rows (id, workspace_id, email)
+         SELECT gen_random_uuid(), $1, 'lead-' || gen_random_uuid() || '@example.com' FROM generate_series(1, $2)",
+    )
+    .bind(ws)
+    .bind(n)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
+    // The flush happens when the connection next goes idle; this statement's end is that moment.
+    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+}
+
+/// How the writers' email lookup reads `crm_rows` (with their pool's planner settings).
+async fn email_lookup_index(pool: &PgPool, ws: Uuid) -> String {
+    let mut tx = pool.begin().await.unwrap();
+    for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+        sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+    }
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
+           JOIN crm_rows r ON r.workspace_id = t.ws AND lower(r.email) = lower(t.e)",
+    )
+    .bind(vec![ws; 50])
+    .bind((0..50).map(|i| format!("lead-{i}@example.com")).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    plan.join("\n")
+}
+
+#[tokio::test]
+async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    crm_db::migrate(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    // Autovacuum's own analyses would reset the count this test watches.
+    sqlx::query("ALTER TABLE crm_rows SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    let mut writer = pool.acquire().await.unwrap();
+    let analysed = || async {
+        sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'crm_rows'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+
+    add_leads(&mut writer, ws, MIN_CHANGES - 100).await;
+    assert!(!analyze_if_grown(&pool).await.unwrap(), "fewer than {MIN_CHANGES} changes");
+    assert_eq!(analysed().await, 0);
+
+    add_leads(&mut writer, ws, 200).await;
+    assert!(analyze_if_grown(&pool).await.unwrap(), "a new table past {MIN_CHANGES} changes is analysed");
+    assert_eq!(analysed().await, 1);
+    let plan = email_lookup_index(&pool, ws).await;
+    assert!(plan.contains("crm_rows_workspace_email_key"), "with statistics the lookup takes the email index:\n{plan}");
+
+    // 600 rows now: 599 more changes are not yet a doubling, 600 are.
+    add_leads(&mut writer, ws, 599).await;
+    assert!(!analyze_if_grown(&pool).await.unwrap(), "the table has not doubled since");
+    add_leads(&mut writer, ws, 1).await;
+    assert!(analyze_if_grown(&pool).await.unwrap(), "the table doubled since its statistics");
+    assert_eq!(analysed().await, 2);
+}
