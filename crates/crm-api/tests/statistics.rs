@@ -1,13 +1,12 @@
 //! `crm_rows` is analysed as soon as it has grown enough that its statistics mislead the planner: on a fresh database
-//! within its first few hundred rows, then whenever it has doubled.
+//! once it has a few pages of rows, then whenever it has doubled.
 
-use crm_api::statistics::{analyze_if_grown, MIN_CHANGES};
+use crm_api::statistics::{analyze_if_grown, MIN_PAGES};
 use sqlx::{PgConnection, PgPool};
 use test_support::TestDb;
 use uuid::Uuid;
 
-/// Adds `n` leads to `ws` and makes the connection report its statistics at once (connections report them at most
-/// once a second).
+/// Adds `n` leads to `ws`.
 async fn add_leads(conn: &mut PgConnection, ws: Uuid, n: i64) {
     sqlx::query(
         "INSERT INTO crm_rows (id, workspace_id, email)
@@ -18,9 +17,17 @@ async fn add_leads(conn: &mut PgConnection, ws: Uuid, n: i64) {
     .execute(&mut *conn)
     .await
     .unwrap();
-    sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut *conn).await.unwrap();
-    // The flush happens when the connection next goes idle; this statement's end is that moment.
-    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+}
+
+/// The table's size in pages now, and at its last statistics.
+async fn pages(pool: &PgPool) -> (i64, i32) {
+    sqlx::query_as(
+        "SELECT pg_relation_size(oid) / current_setting('block_size')::int8, relpages
+           FROM pg_class WHERE oid = 'crm_rows'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// How the writers' email lookup reads `crm_rows` (with their pool's planner settings).
@@ -58,20 +65,24 @@ async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
             .unwrap()
     };
 
-    add_leads(&mut writer, ws, MIN_CHANGES - 100).await;
-    assert!(!analyze_if_grown(&pool).await.unwrap(), "fewer than {MIN_CHANGES} changes");
+    add_leads(&mut writer, ws, 10).await;
+    assert!(pages(&pool).await.0 < MIN_PAGES);
+    assert!(!analyze_if_grown(&pool).await.unwrap(), "fewer than {MIN_PAGES} pages");
     assert_eq!(analysed().await, 0);
 
-    add_leads(&mut writer, ws, 200).await;
-    assert!(analyze_if_grown(&pool).await.unwrap(), "a new table past {MIN_CHANGES} changes is analysed");
+    add_leads(&mut writer, ws, 2000).await;
+    assert!(pages(&pool).await.0 >= MIN_PAGES);
+    assert!(analyze_if_grown(&pool).await.unwrap(), "a new table of {MIN_PAGES} pages or more is analysed");
     assert_eq!(analysed().await, 1);
+    let (now, then) = pages(&pool).await;
+    assert_eq!(now, i64::from(then), "the statistics know the table's size");
     let plan = email_lookup_index(&pool, ws).await;
     assert!(plan.contains("crm_rows_workspace_email_key"), "with statistics the lookup takes the email index:\n{plan}");
 
-    // 600 rows now: 599 more changes are not yet a doubling, 600 are.
-    add_leads(&mut writer, ws, 599).await;
-    assert!(!analyze_if_grown(&pool).await.unwrap(), "the table has not doubled since");
-    add_leads(&mut writer, ws, 1).await;
-    assert!(analyze_if_grown(&pool).await.unwrap(), "the table doubled since its statistics");
+    // Half as many rows again is not yet a doubling; twice as many again is.
+    add_leads(&mut writer, ws, 1000).await;
+    assert!(!analyze_if_grown(&pool).await.unwrap(), "the table has not doubled since: {:?}", pages(&pool).await);
+    add_leads(&mut writer, ws, 3000).await;
+    assert!(analyze_if_grown(&pool).await.unwrap(), "the table doubled since its statistics: {:?}", pages(&pool).await);
     assert_eq!(analysed().await, 2);
 }
