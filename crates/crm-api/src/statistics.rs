@@ -24,24 +24,44 @@ pub const MIN_PAGES: i64 = 8;
 /// How often the table's size is looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-/// Analyses `crm_rows` if its file has at least [`MIN_PAGES`] pages and at least twice the pages it had at its last
-/// statistics (none, for a table never analysed). Says whether it did.
-pub async fn analyze_if_grown(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let (pages, pages_then): (i64, i32) = sqlx::query_as(
+/// What [`analyze_if_grown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    /// The statistics still fit the table.
+    NotNeeded,
+    /// The table was analysed.
+    Done,
+    /// PostgreSQL skipped the `ANALYZE` (with a warning, not an error): this role does not own the table.
+    NotPermitted,
+}
+
+/// The table's size in pages now, and at its last statistics.
+async fn pages(pool: &PgPool) -> Result<(i64, i32), sqlx::Error> {
+    sqlx::query_as(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::int8, relpages
            FROM pg_class WHERE oid = 'crm_rows'::regclass",
     )
     .fetch_one(pool)
-    .await?;
-    if pages < MIN_PAGES || pages < 2 * i64::from(pages_then) {
-        return Ok(false);
-    }
-    sqlx::query("ANALYZE crm_rows").execute(pool).await?;
-    tracing::info!(pages, pages_then, "crm_rows analysed: it outgrew its statistics");
-    Ok(true)
+    .await
 }
 
-/// Runs [`analyze_if_grown`] every 250 ms until `shutdown`.
+/// Analyses `crm_rows` if its file has at least [`MIN_PAGES`] pages and at least twice the pages it had at its last
+/// statistics (none, for a table never analysed).
+pub async fn analyze_if_grown(pool: &PgPool) -> Result<Analysis, sqlx::Error> {
+    let (pages_now, pages_then) = pages(pool).await?;
+    if pages_now < MIN_PAGES || pages_now < 2 * i64::from(pages_then) {
+        return Ok(Analysis::NotNeeded);
+    }
+    sqlx::query("ANALYZE crm_rows").execute(pool).await?;
+    // An analysis records the table's size; a skipped one leaves the old one.
+    if pages(pool).await?.1 == pages_then {
+        return Ok(Analysis::NotPermitted);
+    }
+    tracing::info!(pages = pages_now, pages_then, "crm_rows analysed: it outgrew its statistics");
+    Ok(Analysis::Done)
+}
+
+/// Runs [`analyze_if_grown`] every 250 ms until `shutdown`, or until it finds it may not analyse the table.
 pub async fn keep_current(pool: PgPool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,8 +70,13 @@ pub async fn keep_current(pool: PgPool, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(e) = analyze_if_grown(&pool).await {
-            tracing::debug!(error = %e, "checking crm_rows' statistics failed; will retry");
+        match analyze_if_grown(&pool).await {
+            Ok(Analysis::NotNeeded | Analysis::Done) => {}
+            Ok(Analysis::NotPermitted) => {
+                tracing::warn!("crm-api's database role cannot analyse crm_rows (it does not own it); autovacuum will");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "checking crm_rows' statistics failed; will retry"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `crm_rows` is analysed as soon as it has grown enough that its statistics mislead the planner: on a fresh database
 //! once it has a few pages of rows, then whenever it has doubled.
 
-use crm_api::statistics::{analyze_if_grown, MIN_PAGES};
+use crm_api::statistics::{analyze_if_grown, Analysis, MIN_PAGES};
 use sqlx::{PgConnection, PgPool};
 use test_support::TestDb;
 use uuid::Uuid;
@@ -67,12 +67,12 @@ async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
 
     add_leads(&mut writer, ws, 10).await;
     assert!(pages(&pool).await.0 < MIN_PAGES);
-    assert!(!analyze_if_grown(&pool).await.unwrap(), "fewer than {MIN_PAGES} pages");
+    assert_eq!(analyze_if_grown(&pool).await.unwrap(), Analysis::NotNeeded, "fewer than {MIN_PAGES} pages");
     assert_eq!(analysed().await, 0);
 
     add_leads(&mut writer, ws, 2000).await;
     assert!(pages(&pool).await.0 >= MIN_PAGES);
-    assert!(analyze_if_grown(&pool).await.unwrap(), "a new table of {MIN_PAGES} pages or more is analysed");
+    assert_eq!(analyze_if_grown(&pool).await.unwrap(), Analysis::Done, "a new table of {MIN_PAGES} pages or more");
     assert_eq!(analysed().await, 1);
     let (now, then) = pages(&pool).await;
     assert_eq!(now, i64::from(then), "the statistics know the table's size");
@@ -81,8 +81,32 @@ async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
 
     // Half as many rows again is not yet a doubling; twice as many again is.
     add_leads(&mut writer, ws, 1000).await;
-    assert!(!analyze_if_grown(&pool).await.unwrap(), "the table has not doubled since: {:?}", pages(&pool).await);
+    assert_eq!(analyze_if_grown(&pool).await.unwrap(), Analysis::NotNeeded, "not doubled: {:?}", pages(&pool).await);
     add_leads(&mut writer, ws, 3000).await;
-    assert!(analyze_if_grown(&pool).await.unwrap(), "the table doubled since its statistics: {:?}", pages(&pool).await);
+    assert_eq!(analyze_if_grown(&pool).await.unwrap(), Analysis::Done, "doubled: {:?}", pages(&pool).await);
     assert_eq!(analysed().await, 2);
+}
+
+#[tokio::test]
+async fn a_role_that_does_not_own_crm_rows_is_told_so_rather_than_analysing_in_vain() {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    crm_db::migrate(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    sqlx::query("ALTER TABLE crm_rows SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    add_leads(&mut pool.acquire().await.unwrap(), ws, 2000).await;
+    // A role of its own (roles belong to the whole server), allowed to read the table but not to analyse it.
+    let role = format!("crm_reader_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN")).execute(&pool).await.unwrap();
+    sqlx::query(&format!("GRANT SELECT ON crm_rows TO {role}")).execute(&pool).await.unwrap();
+    let (_, rest) = db.url.split_once("://").unwrap();
+    let (_, host_and_db) = rest.split_once('@').unwrap();
+    let reader = PgPool::connect(&format!("postgres://{role}@{host_and_db}")).await.unwrap();
+
+    let outcome = analyze_if_grown(&reader).await;
+    reader.close().await;
+    sqlx::query(&format!("REVOKE SELECT ON crm_rows FROM {role}")).execute(&pool).await.unwrap();
+    sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.unwrap();
+    assert_eq!(outcome.unwrap(), Analysis::NotPermitted);
 }
