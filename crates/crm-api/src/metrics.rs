@@ -1,10 +1,49 @@
 //! crm-api's metrics. Names follow Prometheus conventions (`_total` counters, `_seconds` histograms, base units);
 //! labels are bounded and never carry a secret, a URL or an id.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use service_common::metrics::{latency_histogram, HttpMetrics, MetricsRegistry};
+
+/// How a writer batch was written (the `path` of `crm_writer_batches_total` and `crm_writer_changes_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: &'static str,
+}
+
+/// The writers' batches (`crate::service::writer`), by the way each was written: `statement` (the one-statement
+/// write, first try), `statement_again` (its second try, after a concurrent writer changed a row it had read),
+/// `locked` (the transaction that locks the batch's rows) and `failed` (the batch failed as a whole, and its changes
+/// were then written one by one, each counted by its own path). Many `statement_again` and `locked` batches mean the
+/// writers keep meeting on the same rows.
+#[derive(Clone, Default)]
+pub struct WriterMetrics {
+    pub batches: Family<PathLabel, Counter>,
+    /// Changes in those batches, by the same paths.
+    pub changes: Family<PathLabel, Counter>,
+}
+
+impl WriterMetrics {
+    /// Counts a batch of `changes` written by `path`.
+    pub fn written(&self, path: &'static str, changes: usize) {
+        let label = PathLabel { path };
+        self.batches.get_or_create(&label).inc();
+        self.changes.get_or_create(&label).inc_by(changes as u64);
+    }
+
+    /// Batches written by `path` so far.
+    pub fn batches(&self, path: &'static str) -> u64 {
+        self.batches.get_or_create(&PathLabel { path }).get()
+    }
+
+    /// Changes written by `path` so far.
+    pub fn changes(&self, path: &'static str) -> u64 {
+        self.changes.get_or_create(&PathLabel { path }).get()
+    }
+}
 
 #[derive(Clone)]
 pub struct ApiMetrics {
@@ -28,6 +67,8 @@ pub struct ApiMetrics {
     pub deliveries_pruned: Counter,
     /// Deliveries re-queued by bulk recoveries.
     pub deliveries_recovered: Counter,
+    /// The writers' batches by how they were written.
+    pub writer: WriterMetrics,
 }
 
 impl ApiMetrics {
@@ -46,6 +87,7 @@ impl ApiMetrics {
             outbox_parked: Gauge::default(),
             deliveries_pruned: Counter::default(),
             deliveries_recovered: Counter::default(),
+            writer: WriterMetrics::default(),
         };
         registry.with(|r| {
             r.register("crm_outbox_backlog", "Events committed but not yet published", metrics.outbox_backlog.clone());
@@ -75,6 +117,16 @@ impl ApiMetrics {
                 "crm_deliveries_recovered",
                 "Ended deliveries re-queued by bulk recoveries",
                 metrics.deliveries_recovered.clone(),
+            );
+            r.register(
+                "crm_writer_batches",
+                "Writer batches by how they were written: statement, statement_again, locked, failed",
+                metrics.writer.batches.clone(),
+            );
+            r.register(
+                "crm_writer_changes",
+                "Row changes in writer batches, by how their batch was written",
+                metrics.writer.changes.clone(),
             );
             r.register(
                 "crm_outbox_publish_latency_seconds",

@@ -57,7 +57,7 @@ impl Application {
         )
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        let writer = Writer::spawn(writer_pool, subjects.clone(), handoff, config.writers);
+        let writer = Writer::spawn(writer_pool, subjects.clone(), handoff, config.writers, metrics.writer.clone());
         let state = AppState {
             pool: pool.clone(),
             keyring: config.common.secret_keys.clone(),

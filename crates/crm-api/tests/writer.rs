@@ -7,6 +7,7 @@
 use crm_api::domain::interest::InterestBody;
 use crm_api::domain::{IfMatch, Interest, RowPatch};
 use crm_api::error::ApiError;
+use crm_api::metrics::WriterMetrics;
 use crm_api::relay::Handoff;
 use crm_api::service::writer::{Change, IdempotencyKey, Outcome, Writer};
 use crm_events::Subjects;
@@ -22,14 +23,26 @@ async fn setup() -> (TestDb, PgPool, Writer, Uuid) {
 
 /// A migrated database with one workspace, and a writer of `writers` tasks on it.
 async fn setup_with_writers(writers: usize) -> (TestDb, PgPool, Writer, Uuid) {
+    let (db, pool, writer, ws, _) = setup_counted(writers).await;
+    (db, pool, writer, ws)
+}
+
+/// [`setup_with_writers`], with the writer's metrics.
+async fn setup_counted(writers: usize) -> (TestDb, PgPool, Writer, Uuid, WriterMetrics) {
     let db = TestDb::create().await;
     let pool = db.pool().await;
     crm_db::migrate(&pool).await.expect("migrations");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
     // No relay takes the handoff: the events stay in the outbox, where the tests count them.
-    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, writers);
-    (db, pool, writer, ws)
+    let metrics = WriterMetrics::default();
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, writers, metrics.clone());
+    (db, pool, writer, ws, metrics)
+}
+
+/// Changes written so far, over every path.
+fn changes_written(metrics: &WriterMetrics) -> u64 {
+    ["statement", "statement_again", "locked"].iter().map(|path| metrics.changes(path)).sum()
 }
 
 /// Plans the rest of `tx` as the writers' pool does (`service_common::db::connect_key_lookups`): index probes only.
@@ -66,7 +79,7 @@ async fn events(pool: &PgPool) -> i64 {
 
 #[tokio::test]
 async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
-    let (_db, pool, writer, ws) = setup().await;
+    let (_db, pool, writer, ws, metrics) = setup_counted(1).await;
     let changes = (0..20).map(|i| writer.submit(new_lead(ws, &format!("lead{i}@example.com"))));
     let answers = join_all(changes).await;
     let created: Vec<_> = answers.iter().map(row).collect();
@@ -77,11 +90,12 @@ async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetch_one(&pool).await.unwrap();
     assert_eq!(pending, 20, "each event's delivery is created with it");
+    assert_eq!((metrics.batches("statement"), metrics.changes("statement")), (1, 20), "one batch, one statement");
 }
 
 #[tokio::test]
 async fn one_bad_change_does_not_fail_its_batch() {
-    let (_db, pool, writer, ws) = setup().await;
+    let (_db, pool, writer, ws, metrics) = setup_counted(1).await;
     writer.submit(new_lead(ws, "ada@example.com")).await.unwrap();
     let grace = writer.submit(new_lead(ws, "grace@example.com")).await.unwrap();
     let grace_id = match grace {
@@ -101,6 +115,8 @@ async fn one_bad_change_does_not_fail_its_batch() {
         assert!(matches!(answer, Ok(Outcome::Written { created: true, .. })), "{answer:?}");
     }
     assert_eq!(events(&pool).await - before, 10, "the ten good changes, each with its event");
+    assert!(metrics.batches("failed") >= 1, "the batch with the taken email failed as a whole");
+    assert_eq!(changes_written(&metrics), 12, "two leads first, then the ten good changes");
 }
 
 #[tokio::test]
@@ -313,7 +329,7 @@ async fn until_someone_waits_for_a_lock(pool: &PgPool) {
 async fn edits_racing_on_a_few_rows_all_find_their_row() {
     // Two writers, so batches race for the same rows: their one-statement writes refuse each other and go through
     // the locking transaction, where a row is waited for while the other batch changes it.
-    let (_db, pool, writer, ws) = setup_with_writers(2).await;
+    let (_db, pool, writer, ws, metrics) = setup_counted(2).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(row(&writer.submit(new_lead(ws, &format!("hot{i}@example.com"))).await).id);
@@ -336,6 +352,8 @@ async fn edits_racing_on_a_few_rows_all_find_their_row() {
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM crm_rows ORDER BY email").fetch_all(&pool).await.unwrap();
     assert_eq!(versions, [101, 101, 101, 101], "every edit is one new version");
+    assert_eq!(changes_written(&metrics), 404, "every change is counted once, by the path its batch took");
+    assert_eq!(metrics.batches("failed"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

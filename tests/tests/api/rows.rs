@@ -2,7 +2,7 @@
 
 use crm_events::{EventType, Trigger};
 use crm_tests::api::interest_body;
-use crm_tests::{stream, TestApp};
+use crm_tests::{metric, stream, TestApp};
 use serde_json::json;
 
 #[tokio::test]
@@ -45,6 +45,11 @@ async fn interest_creates_then_updates_a_row_with_one_event_each() {
     assert_eq!(events[1].row.as_ref().unwrap().to_json(), updated);
     assert!(events[1].changed_fields.contains(&"interest_count".to_owned()));
     assert_eq!(events[1].previous["interest_type"], "positive_reply");
+
+    // Each change went alone, in one statement; /metrics says how the writers wrote.
+    let metrics = app.api.get("/metrics", None).await.text;
+    assert_eq!(metric(&metrics, r#"crm_writer_batches_total{path="statement"}"#), 2.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"crm_writer_changes_total{path="statement"}"#), 2.0);
 }
 
 #[tokio::test]

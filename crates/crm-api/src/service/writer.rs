@@ -24,6 +24,7 @@
 
 use crate::domain::{self, IfMatch, Interest, RowPatch};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::WriterMetrics;
 use crate::relay::Handoff;
 use crate::repo::batch::{self, KeyResponse};
 use crate::repo::outbox::{NewEvent, Pending};
@@ -84,12 +85,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts `writers` writer tasks on one queue; each commits on `pool` and hands what it committed to `relay`.
-    pub fn spawn(pool: PgPool, subjects: Subjects, relay: Handoff, writers: usize) -> Writer {
+    /// Starts `writers` writer tasks on one queue; each commits on `pool`, hands what it committed to `relay` and
+    /// counts its batches in `metrics`.
+    pub fn spawn(pool: PgPool, subjects: Subjects, relay: Handoff, writers: usize, metrics: WriterMetrics) -> Writer {
         let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         for _ in 0..writers.max(1) {
             let (pool, subjects, relay, incoming) = (pool.clone(), subjects.clone(), relay.clone(), incoming.clone());
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 loop {
                     let mut batch = Vec::new();
@@ -99,7 +102,7 @@ impl Writer {
                             return;
                         }
                     }
-                    write(&pool, &subjects, &relay, batch).await;
+                    write(&pool, &subjects, &relay, &metrics, batch).await;
                 }
             });
         }
@@ -117,7 +120,7 @@ impl Writer {
 }
 
 /// Writes a batch, or its changes one by one when the batch as a whole fails.
-async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, batch: Vec<Queued>) {
+async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
     // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
     // batch of its own after this one.
     let mut seen = HashSet::new();
@@ -127,29 +130,34 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, batch: Vec<Q
     });
     let items: Vec<(&Change, &BTreeMap<String, String>)> = now.iter().map(|q| (&q.change, &q.trace)).collect();
     match run(pool, subjects, &items).await {
-        Ok((outcomes, committed)) => {
+        Ok(((outcomes, committed), path)) => {
+            metrics.written(path, items.len());
             relay.hand(committed);
             for (q, outcome) in now.into_iter().zip(outcomes) {
                 let _ = q.reply.send(outcome);
             }
         }
         Err(e) if now.len() == 1 => {
+            metrics.written("failed", 1);
             let q = now.into_iter().next().expect("one change");
             let _ = q.reply.send(Err(error(e)));
         }
         Err(e) => {
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
+            metrics.written("failed", now.len());
             for q in now {
-                let outcome = run(pool, subjects, &[(&q.change, &q.trace)]).await.map(|(mut outcomes, committed)| {
-                    relay.hand(committed);
-                    outcomes.remove(0)
-                });
+                let outcome =
+                    run(pool, subjects, &[(&q.change, &q.trace)]).await.map(|((mut outcomes, committed), path)| {
+                        metrics.written(path, 1);
+                        relay.hand(committed);
+                        outcomes.remove(0)
+                    });
                 let _ = q.reply.send(outcome.map_err(error).and_then(|o| o));
             }
         }
     }
     for q in later {
-        Box::pin(write(pool, subjects, relay, vec![q])).await;
+        Box::pin(write(pool, subjects, relay, metrics, vec![q])).await;
     }
 }
 
@@ -182,26 +190,27 @@ type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 /// The batch: in one statement if nothing it read changed meanwhile (read and tried again once if something did),
 /// else in a transaction that locks what it touches, run again (at most three times) when another writer created
 /// one of its new leads meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
-/// (412, 404, a cap) is that change's `Err` inside.
+/// (412, 404, a cap) is that change's `Err` inside. With what was written, the path it took (as
+/// `crm_writer_batches_total` names it).
 async fn run(
     pool: &PgPool,
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
-) -> Result<Written, sqlx::Error> {
+) -> Result<(Written, &'static str), sqlx::Error> {
     // A row another writer changed between the read and the write refuses the statement; read and write again
     // once (that writer has committed by then) before taking locks. A batch with an `Idempotency-Key` is refused
     // every time one of its keys is a replay, so it tries once.
     let keyed = changes.iter().any(|(c, _)| matches!(c, Change::Interest { key: Some(_), .. }));
-    for _ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
+    for try_ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
         match run_unlocked(pool, subjects, changes).await {
-            Ok(written) => return Ok(written),
+            Ok(written) => return Ok((written, if try_ == 0 { "statement" } else { "statement_again" })),
             Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
     for pass in 0..3 {
         match run_locked(pool, subjects, changes).await {
-            Ok(Some(written)) => return Ok(written),
+            Ok(Some(written)) => return Ok((written, "locked")),
             Ok(None) if pass < 2 => continue,
             Ok(None) => {
                 return Err(sqlx::Error::Protocol("new leads' emails kept being taken by other writers".into()))
