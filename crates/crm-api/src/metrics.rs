@@ -8,17 +8,40 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use service_common::metrics::{latency_histogram, HttpMetrics, MetricsRegistry};
 
-/// How a writer batch was written (the `path` of `crm_writer_batches_total` and `crm_writer_changes_total`).
+/// How a writer batch was written: the `path` of `crm_writer_batches_total` and `crm_writer_changes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// The one-statement write, first try.
+    Statement,
+    /// Its second try, after a concurrent writer changed a row it had read.
+    StatementAgain,
+    /// The transaction that locks the batch's rows.
+    Locked,
+    /// The batch failed as a whole; its changes were then written one by one, each counted by its own path.
+    Failed,
+}
+
+impl WritePath {
+    /// The paths a batch that was written can have taken.
+    pub const WRITTEN: [WritePath; 3] = [WritePath::Statement, WritePath::StatementAgain, WritePath::Locked];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WritePath::Statement => "statement",
+            WritePath::StatementAgain => "statement_again",
+            WritePath::Locked => "locked",
+            WritePath::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabel {
     pub path: &'static str,
 }
 
-/// The writers' batches (`crate::service::writer`), by the way each was written: `statement` (the one-statement
-/// write, first try), `statement_again` (its second try, after a concurrent writer changed a row it had read),
-/// `locked` (the transaction that locks the batch's rows) and `failed` (the batch failed as a whole, and its changes
-/// were then written one by one, each counted by its own path). Many `statement_again` and `locked` batches mean the
-/// writers keep meeting on the same rows.
+/// The writers' batches (`crate::service::writer`) by [`WritePath`]. Many `statement_again` and `locked` batches
+/// mean the writers keep meeting on the same rows.
 #[derive(Clone, Default)]
 pub struct WriterMetrics {
     pub batches: Family<PathLabel, Counter>,
@@ -28,20 +51,20 @@ pub struct WriterMetrics {
 
 impl WriterMetrics {
     /// Counts a batch of `changes` written by `path`.
-    pub fn written(&self, path: &'static str, changes: usize) {
-        let label = PathLabel { path };
+    pub fn written(&self, path: WritePath, changes: usize) {
+        let label = PathLabel { path: path.as_str() };
         self.batches.get_or_create(&label).inc();
         self.changes.get_or_create(&label).inc_by(changes as u64);
     }
 
     /// Batches written by `path` so far.
-    pub fn batches(&self, path: &'static str) -> u64 {
-        self.batches.get_or_create(&PathLabel { path }).get()
+    pub fn batches(&self, path: WritePath) -> u64 {
+        self.batches.get_or_create(&PathLabel { path: path.as_str() }).get()
     }
 
     /// Changes written by `path` so far.
-    pub fn changes(&self, path: &'static str) -> u64 {
-        self.changes.get_or_create(&PathLabel { path }).get()
+    pub fn changes(&self, path: WritePath) -> u64 {
+        self.changes.get_or_create(&PathLabel { path: path.as_str() }).get()
     }
 }
 

@@ -35,8 +35,8 @@ pub enum Analysis {
     NotPermitted,
 }
 
-/// The table's size in pages now, and at its last statistics.
-async fn pages(pool: &PgPool) -> Result<(i64, i32), sqlx::Error> {
+/// `crm_rows`' size in pages now, and at its last statistics (`relpages`).
+pub async fn pages(pool: &PgPool) -> Result<(i64, i32), sqlx::Error> {
     sqlx::query_as(
         "SELECT pg_relation_size(oid) / current_setting('block_size')::int8, relpages
            FROM pg_class WHERE oid = 'crm_rows'::regclass",

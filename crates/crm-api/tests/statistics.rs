@@ -2,6 +2,7 @@
 //! once it has a few pages of rows, then whenever it has doubled.
 
 use crm_api::statistics::{analyze_if_grown, Analysis, MIN_PAGES};
+use service_common::db::KEY_LOOKUP_PLANS;
 use sqlx::{PgConnection, PgPool};
 use test_support::TestDb;
 use uuid::Uuid;
@@ -21,20 +22,26 @@ async fn add_leads(conn: &mut PgConnection, ws: Uuid, n: i64) {
 
 /// The table's size in pages now, and at its last statistics.
 async fn pages(pool: &PgPool) -> (i64, i32) {
-    sqlx::query_as(
-        "SELECT pg_relation_size(oid) / current_setting('block_size')::int8, relpages
-           FROM pg_class WHERE oid = 'crm_rows'::regclass",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    crm_api::statistics::pages(pool).await.unwrap()
+}
+
+/// A migrated database with one workspace, whose `crm_rows` only these tests analyse: autovacuum's analyses would
+/// record the table's size that [`analyze_if_grown`] compares with.
+async fn database() -> (TestDb, PgPool, Uuid) {
+    let db = TestDb::create().await;
+    let pool = db.pool().await;
+    crm_db::migrate(&pool).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
+    sqlx::query("ALTER TABLE crm_rows SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    (db, pool, ws)
 }
 
 /// How the writers' email lookup reads `crm_rows` (with their pool's planner settings).
 async fn email_lookup_index(pool: &PgPool, ws: Uuid) -> String {
     let mut tx = pool.begin().await.unwrap();
-    for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
-        sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+    for (setting, value) in KEY_LOOKUP_PLANS {
+        sqlx::query(&format!("SET LOCAL {setting} = {value}")).execute(&mut *tx).await.unwrap();
     }
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN SELECT r.id FROM unnest($1::uuid[], $2::text[]) AS t(ws, e)
@@ -50,13 +57,7 @@ async fn email_lookup_index(pool: &PgPool, ws: Uuid) -> String {
 
 #[tokio::test]
 async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    crm_db::migrate(&pool).await.expect("migrations");
-    let ws = Uuid::now_v7();
-    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
-    // Autovacuum's own analyses would reset the count this test watches.
-    sqlx::query("ALTER TABLE crm_rows SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    let (_db, pool, ws) = database().await;
     let mut writer = pool.acquire().await.unwrap();
     let analysed = || async {
         sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'crm_rows'::regclass")
@@ -89,12 +90,7 @@ async fn crm_rows_is_analysed_when_it_has_grown_past_its_statistics() {
 
 #[tokio::test]
 async fn a_role_that_does_not_own_crm_rows_is_told_so_rather_than_analysing_in_vain() {
-    let db = TestDb::create().await;
-    let pool = db.pool().await;
-    crm_db::migrate(&pool).await.expect("migrations");
-    let ws = Uuid::now_v7();
-    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&pool).await.unwrap();
-    sqlx::query("ALTER TABLE crm_rows SET (autovacuum_enabled = false)").execute(&pool).await.unwrap();
+    let (db, pool, ws) = database().await;
     add_leads(&mut pool.acquire().await.unwrap(), ws, 2000).await;
     // A role of its own (roles belong to the whole server), allowed to read the table but not to analyse it.
     let role = format!("crm_reader_{}", Uuid::new_v4().simple());

@@ -7,7 +7,7 @@
 use crm_api::domain::interest::InterestBody;
 use crm_api::domain::{IfMatch, Interest, RowPatch};
 use crm_api::error::ApiError;
-use crm_api::metrics::WriterMetrics;
+use crm_api::metrics::{WritePath, WriterMetrics};
 use crm_api::relay::Handoff;
 use crm_api::service::writer::{Change, IdempotencyKey, Outcome, Writer};
 use crm_events::Subjects;
@@ -42,13 +42,13 @@ async fn setup_counted(writers: usize) -> (TestDb, PgPool, Writer, Uuid, WriterM
 
 /// Changes written so far, over every path.
 fn changes_written(metrics: &WriterMetrics) -> u64 {
-    ["statement", "statement_again", "locked"].iter().map(|path| metrics.changes(path)).sum()
+    WritePath::WRITTEN.into_iter().map(|path| metrics.changes(path)).sum()
 }
 
 /// Plans the rest of `tx` as the writers' pool does (`service_common::db::connect_key_lookups`): index probes only.
 async fn plan_as_the_writers(tx: &mut sqlx::PgConnection) {
-    for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
-        sqlx::query(&format!("SET LOCAL {setting} = off")).execute(&mut *tx).await.unwrap();
+    for (setting, value) in service_common::db::KEY_LOOKUP_PLANS {
+        sqlx::query(&format!("SET LOCAL {setting} = {value}")).execute(&mut *tx).await.unwrap();
     }
 }
 
@@ -90,7 +90,11 @@ async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetch_one(&pool).await.unwrap();
     assert_eq!(pending, 20, "each event's delivery is created with it");
-    assert_eq!((metrics.batches("statement"), metrics.changes("statement")), (1, 20), "one batch, one statement");
+    assert_eq!(
+        (metrics.batches(WritePath::Statement), metrics.changes(WritePath::Statement)),
+        (1, 20),
+        "one batch, one statement"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +119,7 @@ async fn one_bad_change_does_not_fail_its_batch() {
         assert!(matches!(answer, Ok(Outcome::Written { created: true, .. })), "{answer:?}");
     }
     assert_eq!(events(&pool).await - before, 10, "the ten good changes, each with its event");
-    assert!(metrics.batches("failed") >= 1, "the batch with the taken email failed as a whole");
+    assert!(metrics.batches(WritePath::Failed) >= 1, "the batch with the taken email failed as a whole");
     assert_eq!(changes_written(&metrics), 12, "two leads first, then the ten good changes");
 }
 
@@ -353,7 +357,7 @@ async fn edits_racing_on_a_few_rows_all_find_their_row() {
         sqlx::query_scalar("SELECT version FROM crm_rows ORDER BY email").fetch_all(&pool).await.unwrap();
     assert_eq!(versions, [101, 101, 101, 101], "every edit is one new version");
     assert_eq!(changes_written(&metrics), 404, "every change is counted once, by the path its batch took");
-    assert_eq!(metrics.batches("failed"), 0);
+    assert_eq!(metrics.batches(WritePath::Failed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

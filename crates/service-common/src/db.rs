@@ -36,8 +36,9 @@ pub enum Commit {
 /// table that has not been analysed yet (a new database, or the first minute of a busy one before autovacuum
 /// runs) is estimated at ten pages, and a generic plan cached on a connection keeps the choice it made then, so a
 /// batch of three rows was locked with three sequential scans of a table that had grown to thousands of pages.
-/// With these off, the planner takes the index whatever its estimates.
-const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
+/// With these off, the planner takes the index whatever its estimates. Public so that tests plan a statement as
+/// such a pool does.
+pub const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
     [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
 
 /// When a hot-path pool's statements are planned.

@@ -24,7 +24,7 @@
 
 use crate::domain::{self, IfMatch, Interest, RowPatch};
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::WriterMetrics;
+use crate::metrics::{WritePath, WriterMetrics};
 use crate::relay::Handoff;
 use crate::repo::batch::{self, KeyResponse};
 use crate::repo::outbox::{NewEvent, Pending};
@@ -138,13 +138,13 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, metrics: &Wr
             }
         }
         Err(e) if now.len() == 1 => {
-            metrics.written("failed", 1);
+            metrics.written(WritePath::Failed, 1);
             let q = now.into_iter().next().expect("one change");
             let _ = q.reply.send(Err(error(e)));
         }
         Err(e) => {
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
-            metrics.written("failed", now.len());
+            metrics.written(WritePath::Failed, now.len());
             for q in now {
                 let outcome =
                     run(pool, subjects, &[(&q.change, &q.trace)]).await.map(|((mut outcomes, committed), path)| {
@@ -190,27 +190,28 @@ type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 /// The batch: in one statement if nothing it read changed meanwhile (read and tried again once if something did),
 /// else in a transaction that locks what it touches, run again (at most three times) when another writer created
 /// one of its new leads meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
-/// (412, 404, a cap) is that change's `Err` inside. With what was written, the path it took (as
-/// `crm_writer_batches_total` names it).
+/// (412, 404, a cap) is that change's `Err` inside. With what was written, the path it took.
 async fn run(
     pool: &PgPool,
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
-) -> Result<(Written, &'static str), sqlx::Error> {
+) -> Result<(Written, WritePath), sqlx::Error> {
     // A row another writer changed between the read and the write refuses the statement; read and write again
     // once (that writer has committed by then) before taking locks. A batch with an `Idempotency-Key` is refused
     // every time one of its keys is a replay, so it tries once.
     let keyed = changes.iter().any(|(c, _)| matches!(c, Change::Interest { key: Some(_), .. }));
     for try_ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
         match run_unlocked(pool, subjects, changes).await {
-            Ok(written) => return Ok((written, if try_ == 0 { "statement" } else { "statement_again" })),
+            Ok(written) => {
+                return Ok((written, if try_ == 0 { WritePath::Statement } else { WritePath::StatementAgain }))
+            }
             Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
     for pass in 0..3 {
         match run_locked(pool, subjects, changes).await {
-            Ok(Some(written)) => return Ok((written, "locked")),
+            Ok(Some(written)) => return Ok((written, WritePath::Locked)),
             Ok(None) if pass < 2 => continue,
             Ok(None) => {
                 return Err(sqlx::Error::Protocol("new leads' emails kept being taken by other writers".into()))
