@@ -27,6 +27,7 @@ use crate::repo::outbox::{self, Pending};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::future::try_join_all;
 use service_common::backoff::Backoff;
+use service_common::db::Held;
 use sqlx::PgPool;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -112,6 +113,8 @@ pub fn event_size_ceiling(js: &jetstream::Context) -> usize {
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
+    /// The direct path's connection, kept between its deletes (see `Held`).
+    direct: Arc<tokio::sync::Mutex<Held>>,
     js: jetstream::Context,
     metrics: ApiMetrics,
     batch_size: i64,
@@ -126,7 +129,8 @@ impl Relay {
         batch_size: i64,
         poll_interval: Duration,
     ) -> Self {
-        Relay { pool, js, metrics, batch_size, poll_interval }
+        let direct = Arc::new(tokio::sync::Mutex::new(Held::new(pool.clone())));
+        Relay { pool, direct, js, metrics, batch_size, poll_interval }
     }
 
     /// Runs until `shutdown`; the publish or pass in progress completes first, so a graceful stop leaves nothing
@@ -232,7 +236,13 @@ impl Relay {
         let left: Vec<i64> = published.parked.iter().map(|(p, _)| p.seq).collect();
         let sent: Vec<i64> = events.iter().map(|p| p.seq).filter(|seq| !left.contains(seq)).collect();
         self.count(&published.stats, &events);
-        if let Err(e) = outbox::delete_published(&self.pool, &sent).await {
+        let mut held = self.direct.lock().await;
+        let deleted = match held.get().await {
+            Ok(conn) => outbox::delete_published(conn, &sent).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            held.release();
             // They are in the stream; a pass republishes them and the stream's duplicate window stores them once.
             tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
             return false;

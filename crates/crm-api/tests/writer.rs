@@ -97,6 +97,25 @@ async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
     );
 }
 
+/// A writer keeps its connection between batches: a batch costs its statements' round trips (the read and the
+/// write), not two more per statement for the pool's tests of a connection it hands out and takes back.
+#[tokio::test]
+async fn a_writer_batch_costs_one_round_trip_per_statement() {
+    let (db, pool, _, ws) = setup().await;
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let writers_pool = sqlx::PgPool::connect(&proxy.url).await.unwrap();
+    let metrics = WriterMetrics::default();
+    let writer = Writer::spawn(writers_pool, Subjects::new("t"), Handoff::new().0, 1, metrics.clone());
+    writer.submit(new_lead(ws, "first@example.com")).await.unwrap();
+    let before = proxy.count();
+    for i in 0..10 {
+        writer.submit(new_lead(ws, &format!("lead{i}@example.com"))).await.unwrap();
+    }
+    assert_eq!(metrics.batches(WritePath::Statement), 11, "each change a batch of its own, in one statement");
+    assert_eq!(proxy.count() - before, 20, "a read and a write per batch, nothing else");
+    assert_eq!(events(&pool).await, 11);
+}
+
 #[tokio::test]
 async fn one_bad_change_does_not_fail_its_batch() {
     let (_db, pool, writer, ws, metrics) = setup_counted(1).await;

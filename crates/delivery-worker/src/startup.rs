@@ -45,8 +45,9 @@ impl Worker {
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         // Attempt records and skips look deliveries up by primary key, many per statement; each has one batching
         // writer, so two connections serve them. Claims and lease releases, too, find deliveries by id alone; the
-        // claims, too, are one batch at a time, so two connections serve them as well. The worker's connections
-        // are thus `WORKER_DB_MAX_CONNECTIONS` + 4 at most.
+        // claims, too, are one batch at a time, so two connections serve them as well. Each batching task keeps
+        // its connection between batches (`db::Held`). The worker's connections are thus
+        // `WORKER_DB_MAX_CONNECTIONS` + 4 at most.
         let record_pool = db::connect_key_lookups(
             &config.common.database_url,
             2,

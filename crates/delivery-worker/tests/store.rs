@@ -23,7 +23,9 @@ async fn database() -> (TestDb, PgPool, Uuid) {
 /// A delivery of `ws`, claimed as a worker claims it before sending.
 async fn delivery(pool: &PgPool, ws: Uuid) -> Uuid {
     let event = RowChangedEvent::webhook_test(ws);
-    let claim = store::claim(pool, &event, &event.to_payload(), Duration::from_secs(30)).await.expect("claim");
+    let claim = store::claim(&mut pool.acquire().await.unwrap(), &event, &event.to_payload(), Duration::from_secs(30))
+        .await
+        .expect("claim");
     assert_eq!(claim, store::Claim::Ready { attempts: 0, budget_start: 0 });
     event.id
 }
@@ -73,7 +75,7 @@ async fn a_bad_record_does_not_keep_the_others_of_its_batch_out() {
     assert!(store::record_batch(&pool, &batch).await.is_err(), "the batch as one statement is refused");
     assert_eq!(stored(&pool, good).await, None, "one statement: nothing written");
 
-    let results = store::write_batch(&pool, &batch).await;
+    let results = store::write_batch(&mut pool.acquire().await.unwrap(), &batch).await;
     assert!(matches!(results[2], Err(RecordError::Refused(_))), "{results:?}");
     for (i, result) in results.iter().enumerate().filter(|(i, _)| *i != 2) {
         assert_eq!(result, &Ok(()), "record {i}: {results:?}");
@@ -109,9 +111,15 @@ async fn an_unreachable_database_is_reported_for_every_record() {
     let (_db, pool, ws) = database().await;
     let (first, second) = (delivery(&pool, ws).await, delivery(&pool, ws).await);
     let recorder = Recorder::spawn(pool.clone());
+    // A connection whose server side is gone, then a pool that cannot connect.
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await.unwrap();
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)").bind(pid).fetch_one(&pool).await.unwrap();
+    assert!(killed);
     pool.close().await;
     let batch = [record(first, None, "ok"), record(second, None, "x".repeat(2000).as_str())];
-    let results = store::write_batch(&pool, &batch).await;
+    let results = store::write_batch(&mut conn, &batch).await;
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| matches!(r, Err(RecordError::Unavailable(_)))), "{results:?}");
     let recorded = recorder.record(record(first, None, "ok")).await;
@@ -129,25 +137,68 @@ async fn the_claim_and_record_statements_are_planned_once_through_primary_keys()
     let url = secrecy::SecretString::from(db.url.clone());
     let pool = connect_key_lookups(&url, 1, "test", Plans::Cached, Commit::Async).await.unwrap();
     let lease = Duration::from_secs(30);
+    let mut conn = pool.acquire().await.unwrap();
     for _ in 0..3 {
         let (fresh, sent, skipped) =
             (RowChangedEvent::webhook_test(ws), RowChangedEvent::webhook_test(ws), RowChangedEvent::webhook_test(ws));
-        store::claim(&pool, &sent, &sent.to_payload(), lease).await.unwrap();
-        store::release(&pool, sent.id).await.unwrap();
+        store::claim(&mut conn, &sent, &sent.to_payload(), lease).await.unwrap();
+        store::release(&mut *conn, sent.id).await.unwrap();
         let requests: Vec<_> = [&fresh, &sent]
             .into_iter()
             .map(|e| store::ClaimRequest { event: e.clone(), raw: e.to_payload() })
             .collect();
-        let claims = store::claim_many(&pool, &requests, lease).await;
+        let claims = store::claim_many(&mut conn, &requests, lease).await;
         assert!(claims.iter().all(|c| matches!(c, Ok(store::Claim::Ready { .. }))), "{claims:?}");
-        store::record_batch(&pool, &[record(sent.id, None, "ok")]).await.unwrap();
-        let again = store::claim(&pool, &sent, &sent.to_payload(), lease).await.unwrap();
+        store::record_batch(&mut *conn, &[record(sent.id, None, "ok")]).await.unwrap();
+        let again = store::claim(&mut conn, &sent, &sent.to_payload(), lease).await.unwrap();
         assert_eq!(again, store::Claim::Ended, "a delivery that succeeded is not claimed again");
         let skip = store::SkipRecord::of(&skipped, &skipped.to_payload(), crm_db::SkipReason::Disabled);
-        store::skip_batch(&pool, &[skip]).await.unwrap();
-        store::fail_undecodable(&pool, fresh.id, "test").await.unwrap();
+        store::skip_batch(&mut *conn, &[skip]).await.unwrap();
+        store::fail_undecodable(&mut *conn, fresh.id, "test").await.unwrap();
     }
-    let mut conn = pool.acquire().await.unwrap();
     let plans = test_support::prepared_plans(&mut conn).await;
     test_support::assert_planned_once_through_primary_keys(&plans, 8);
+}
+
+/// The claimer keeps its connection between batches: a claim costs its statement's round trip, not two more for
+/// the pool's tests of a connection it hands out and takes back.
+#[tokio::test]
+async fn a_claim_costs_one_round_trip() {
+    let (db, pool, ws) = database().await;
+    let lease = Duration::from_secs(30);
+    let events: Vec<_> = (0..10).map(|_| RowChangedEvent::webhook_test(ws)).collect();
+    let mut conn = pool.acquire().await.unwrap();
+    for event in &events {
+        // As crm-api leaves them: there, and not leased.
+        store::claim(&mut conn, event, &event.to_payload(), lease).await.unwrap();
+        store::release(&mut *conn, event.id).await.unwrap();
+    }
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let claimer = store::Claimer::spawn(PgPool::connect(&proxy.url).await.unwrap(), lease);
+    let request = |e: &RowChangedEvent| store::ClaimRequest { event: e.clone(), raw: e.to_payload() };
+    assert!(matches!(claimer.claim(request(&events[0])).await, Ok(store::Claim::Ready { .. })));
+    let before = proxy.count();
+    for event in &events[1..] {
+        assert!(matches!(claimer.claim(request(event)).await, Ok(store::Claim::Ready { .. })));
+    }
+    assert_eq!(proxy.count() - before, 9, "one statement per claim, nothing else");
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await
+}
+
+/// A connection held between batches that died while idle (a PostgreSQL restart, an administrator's kill) is
+/// replaced at its next use, as the pool would replace it, instead of failing that use.
+#[tokio::test]
+async fn a_held_connection_that_died_while_idle_is_replaced_at_its_next_use() {
+    let (_db, pool, _) = database().await;
+    let mut held = service_common::db::Held::with_idle_check(pool.clone(), Duration::ZERO);
+    let first = backend_pid(held.get().await.unwrap()).await.unwrap();
+    assert_eq!(backend_pid(held.get().await.unwrap()).await.unwrap(), first, "the same connection, use after use");
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)").bind(first).fetch_one(&pool).await.unwrap();
+    assert!(killed);
+    let next = backend_pid(held.get().await.unwrap()).await.expect("a working connection after the old one died");
+    assert_ne!(next, first);
 }

@@ -84,6 +84,61 @@ pub async fn connect_key_lookups(
     pool_options(max_connections).connect_with(options).await
 }
 
+/// One connection of a pool, kept by a task that runs its statements back to back (a writer, a batcher, the
+/// relay's direct path).
+///
+/// A statement run on the pool itself costs two more round trips than the statement: sqlx tests a connection when
+/// it is taken (`test_before_acquire`) and again when it is given back, each a message to PostgreSQL and a wake-up
+/// of its backend. A task that writes batch after batch holds its connection instead; it is tested only when it has
+/// been idle for [`Held::IDLE_CHECK`] (a PostgreSQL restart meanwhile is found then, as the pool would find it),
+/// and given back after an error ([`Held::release`]), where the pool's own test decides whether it is kept.
+pub struct Held {
+    pool: PgPool,
+    idle_check: Duration,
+    conn: Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, std::time::Instant)>,
+}
+
+impl Held {
+    /// How long a held connection may be idle before its next use tests it first (by default).
+    pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+    pub fn new(pool: PgPool) -> Held {
+        Held::with_idle_check(pool, Self::IDLE_CHECK)
+    }
+
+    /// [`Held::new`], testing the connection before a use that comes `idle_check` or more after the last.
+    pub fn with_idle_check(pool: PgPool, idle_check: Duration) -> Held {
+        Held { pool, idle_check, conn: None }
+    }
+
+    /// The held connection, taken from the pool if none is held, or if the one held was idle and fails its test.
+    pub async fn get(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
+        use sqlx::Connection;
+        if let Some((conn, used)) = &mut self.conn {
+            if used.elapsed() >= self.idle_check && conn.ping().await.is_err() {
+                self.conn = None;
+            }
+        }
+        if self.conn.is_none() {
+            self.conn = Some((self.pool.acquire().await?, std::time::Instant::now()));
+        }
+        let (conn, used) = self.conn.as_mut().expect("a connection is held");
+        *used = std::time::Instant::now();
+        Ok(&mut **conn)
+    }
+
+    /// Gives the connection back to the pool (after an error: the pool tests it and closes it if it is broken); the
+    /// next [`Held::get`] takes one again.
+    pub fn release(&mut self) {
+        self.conn = None;
+    }
+
+    /// Whether a connection is held now.
+    pub fn is_held(&self) -> bool {
+        self.conn.is_some()
+    }
+}
+
 /// What a channel listener hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heard<'a> {

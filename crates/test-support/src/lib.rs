@@ -10,6 +10,7 @@
 pub mod nats_server;
 pub mod pg_cluster;
 pub mod receiver;
+pub mod round_trips;
 
 pub use nats_server::{NatsCluster, NatsServer};
 pub use pg_cluster::PgCluster;

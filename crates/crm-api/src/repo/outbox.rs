@@ -120,7 +120,7 @@ pub async fn enqueue_many_with_deliveries(
 
 /// Deletes published events (the relay's direct path: it publishes what this process's writers committed, then
 /// deletes their rows). Rows another relay took meanwhile are gone already; that is fine.
-pub async fn delete_published(db: &sqlx::PgPool, seqs: &[i64]) -> Result<(), sqlx::Error> {
+pub async fn delete_published(db: impl sqlx::PgExecutor<'_>, seqs: &[i64]) -> Result<(), sqlx::Error> {
     sqlx::query!("DELETE FROM outbox WHERE seq = ANY($1)", seqs).execute(db).await?;
     Ok(())
 }

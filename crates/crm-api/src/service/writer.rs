@@ -32,7 +32,8 @@ use crate::repo::{deliveries, idempotency, is_unique_violation, outbox, rows};
 use chrono::{DateTime, SubsecRound, Utc};
 use crm_events::{RowChangedEvent, Subjects, Trigger};
 use crm_mapping::CrmRow;
-use sqlx::PgPool;
+use service_common::db::Held;
+use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -94,6 +95,8 @@ impl Writer {
             let (pool, subjects, relay, incoming) = (pool.clone(), subjects.clone(), relay.clone(), incoming.clone());
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                // Each writer keeps its own connection between batches (see `Held`).
+                let mut held = Held::new(pool);
                 loop {
                     let mut batch = Vec::new();
                     {
@@ -102,7 +105,7 @@ impl Writer {
                             return;
                         }
                     }
-                    write(&pool, &subjects, &relay, &metrics, batch).await;
+                    write(&mut held, &subjects, &relay, &metrics, batch).await;
                 }
             });
         }
@@ -119,8 +122,9 @@ impl Writer {
     }
 }
 
-/// Writes a batch, or its changes one by one when the batch as a whole fails.
-async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
+/// Writes a batch, or its changes one by one when the batch as a whole fails. After a failure the connection goes
+/// back to the pool, which tests it (a broken one is closed); the next statement takes one again.
+async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
     // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
     // batch of its own after this one.
     let mut seen = HashSet::new();
@@ -129,7 +133,7 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, metrics: &Wr
         _ => true,
     });
     let items: Vec<(&Change, &BTreeMap<String, String>)> = now.iter().map(|q| (&q.change, &q.trace)).collect();
-    match run(pool, subjects, &items).await {
+    match run_held(held, subjects, &items).await {
         Ok(((outcomes, committed), path)) => {
             metrics.written(path, items.len());
             relay.hand(committed);
@@ -146,19 +150,36 @@ async fn write(pool: &PgPool, subjects: &Subjects, relay: &Handoff, metrics: &Wr
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
             metrics.written(WritePath::Failed, now.len());
             for q in now {
-                let outcome =
-                    run(pool, subjects, &[(&q.change, &q.trace)]).await.map(|((mut outcomes, committed), path)| {
+                let outcome = run_held(held, subjects, &[(&q.change, &q.trace)]).await.map(
+                    |((mut outcomes, committed), path)| {
                         metrics.written(path, 1);
                         relay.hand(committed);
                         outcomes.remove(0)
-                    });
+                    },
+                );
                 let _ = q.reply.send(outcome.map_err(error).and_then(|o| o));
             }
         }
     }
     for q in later {
-        Box::pin(write(pool, subjects, relay, metrics, vec![q])).await;
+        Box::pin(write(held, subjects, relay, metrics, vec![q])).await;
     }
+}
+
+/// [`run`] on the held connection; the connection is given back after an error.
+async fn run_held(
+    held: &mut Held,
+    subjects: &Subjects,
+    changes: &[(&Change, &BTreeMap<String, String>)],
+) -> Result<(Written, WritePath), sqlx::Error> {
+    let result = match held.get().await {
+        Ok(conn) => run(conn, subjects, changes).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        held.release();
+    }
+    result
 }
 
 /// Whether a failed transaction is worth running again as it was: a deadlock or a serialization failure.
@@ -192,7 +213,7 @@ type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 /// one of its new leads meanwhile (the next run finds the row) or the transaction deadlocked. `Err` only when the write failed; a change the rules refuse
 /// (412, 404, a cap) is that change's `Err` inside. With what was written, the path it took.
 async fn run(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<(Written, WritePath), sqlx::Error> {
@@ -201,7 +222,7 @@ async fn run(
     // every time one of its keys is a replay, so it tries once.
     let keyed = changes.iter().any(|(c, _)| matches!(c, Change::Interest { key: Some(_), .. }));
     for try_ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
-        match run_unlocked(pool, subjects, changes).await {
+        match run_unlocked(&mut *conn, subjects, changes).await {
             Ok(written) => {
                 return Ok((written, if try_ == 0 { WritePath::Statement } else { WritePath::StatementAgain }))
             }
@@ -210,7 +231,7 @@ async fn run(
         }
     }
     for pass in 0..3 {
-        match run_locked(pool, subjects, changes).await {
+        match run_locked(&mut *conn, subjects, changes).await {
             Ok(Some(written)) => return Ok((written, WritePath::Locked)),
             Ok(None) if pass < 2 => continue,
             Ok(None) => {
@@ -369,14 +390,14 @@ fn committed(messages: Vec<NewEvent<'_>>, seqs: &HashMap<Uuid, i64>, at: DateTim
 /// everything written at once, each changed row only if it is still at the version read. `Err` with a
 /// serialization failure when something read has changed meanwhile (nothing is written then).
 async fn run_unlocked(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     subjects: &Subjects,
     items: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<Written, sqlx::Error> {
     let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
     let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
     let (emails, ids) = targets(&changes, &outcomes);
-    let read = rows::read_for_change(pool, &emails, &ids).await?;
+    let read = rows::read_for_change(&mut *conn, &emails, &ids).await?;
     let now = Utc::now().trunc_subsecs(6);
     let applied = Applied::apply(&changes, &mut outcomes, read, now);
     if applied.events.is_empty() {
@@ -388,7 +409,7 @@ async fn run_unlocked(
     let events: Vec<&RowChangedEvent> = applied.events.iter().map(|(e, _)| e).collect();
     let keys = applied.keys(&changes);
     let seqs = batch::write(
-        pool,
+        conn,
         &batch::Batch {
             new: &applied.new_rows(),
             changed: &applied.changed_rows(),
@@ -405,12 +426,12 @@ async fn run_unlocked(
 /// One try at the batch in a transaction that locks what it touches; `None` when a new lead turned out to exist
 /// already.
 async fn run_locked(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     subjects: &Subjects,
     items: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<Option<Written>, sqlx::Error> {
     let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let now = Utc::now().trunc_subsecs(6);
     let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
 

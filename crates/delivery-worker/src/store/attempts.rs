@@ -3,7 +3,7 @@
 use super::batcher::Batcher;
 use chrono::{DateTime, Utc};
 use crm_db::DeliveryStatus;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ impl AttemptRecord {
 ///
 /// The statement is all or nothing: one record the database refuses fails the whole batch. [`write_batch`] is the
 /// write that copes with that; this one writes the records exactly as given.
-pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::Error> {
+pub async fn record_batch(db: impl PgExecutor<'_>, batch: &[AttemptRecord]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|a| a.delivery_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
     let started: Vec<DateTime<Utc>> = batch.iter().map(|a| a.started_at).collect();
@@ -105,7 +105,7 @@ pub async fn record_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), 
         &statuses as &[&str],
         &next as &[Option<DateTime<Utc>>]
     )
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -136,8 +136,8 @@ pub(super) fn is_refusal(error: &sqlx::Error) -> bool {
 /// the others out. One statement first; if the database refuses it, each record is written on its own, and a
 /// record refused alone once more in its degraded form (no excerpt, a short error). When the database is
 /// unavailable, every record is reported so without further tries.
-pub async fn write_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Vec<Result<(), RecordError>> {
-    let refusal = match record_batch(pool, batch).await {
+pub async fn write_batch(conn: &mut PgConnection, batch: &[AttemptRecord]) -> Vec<Result<(), RecordError>> {
+    let refusal = match record_batch(&mut *conn, batch).await {
         Ok(()) => return vec![Ok(()); batch.len()],
         Err(e) if is_refusal(&e) => e,
         Err(e) => return vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
@@ -150,7 +150,7 @@ pub async fn write_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Vec<Result<(
         // Once the database is away, the records left would only wait for it one after another.
         let result = match results.last() {
             Some(Err(RecordError::Unavailable(e))) => Err(RecordError::Unavailable(e.clone())),
-            _ => write_alone(pool, record, batch.len() == 1).await,
+            _ => write_alone(conn, record, batch.len() == 1).await,
         };
         results.push(result);
     }
@@ -158,15 +158,19 @@ pub async fn write_batch(pool: &PgPool, batch: &[AttemptRecord]) -> Vec<Result<(
 }
 
 /// Writes one record; if the database refuses it (or `refused_already`), writes its degraded form.
-async fn write_alone(pool: &PgPool, record: &AttemptRecord, refused_already: bool) -> Result<(), RecordError> {
+async fn write_alone(
+    conn: &mut PgConnection,
+    record: &AttemptRecord,
+    refused_already: bool,
+) -> Result<(), RecordError> {
     if !refused_already {
-        match record_batch(pool, std::slice::from_ref(record)).await {
+        match record_batch(&mut *conn, std::slice::from_ref(record)).await {
             Ok(()) => return Ok(()),
             Err(e) if is_refusal(&e) => {}
             Err(e) => return Err(RecordError::Unavailable(e.to_string())),
         }
     }
-    match record_batch(pool, std::slice::from_ref(&record.degraded())).await {
+    match record_batch(&mut *conn, std::slice::from_ref(&record.degraded())).await {
         Ok(()) => {
             tracing::warn!(delivery_id = %record.delivery_id, attempt = record.attempt,
                 "attempt record refused; written without its response excerpt");
@@ -189,11 +193,23 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Starts the recorder's batching task, which keeps one connection of `pool` between batches.
     pub fn spawn(pool: PgPool) -> Recorder {
+        let held = super::shared(pool);
         Recorder {
             batcher: Batcher::spawn(move |batch: Vec<AttemptRecord>| {
-                let pool = pool.clone();
-                async move { write_batch(&pool, &batch).await }
+                let held = held.clone();
+                async move {
+                    let mut held = held.lock().await;
+                    let results = match held.get().await {
+                        Ok(conn) => write_batch(conn, &batch).await,
+                        Err(e) => vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
+                    };
+                    if results.iter().any(|r| matches!(r, Err(RecordError::Unavailable(_)))) {
+                        held.release();
+                    }
+                    results
+                }
             }),
         }
     }

@@ -16,10 +16,18 @@ pub use attempts::{
 use batcher::Batcher;
 use crm_db::{Channel, DeliveryStatus, SkipReason};
 use crm_events::RowChangedEvent;
-use sqlx::PgPool;
+use service_common::db::Held;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// A connection kept by one batching task (the [`Batcher`]'s writes run one at a time, so the lock is never
+/// contended; it only lets each write borrow the connection).
+fn shared(pool: PgPool) -> Arc<tokio::sync::Mutex<Held>> {
+    Arc::new(tokio::sync::Mutex::new(Held::new(pool)))
+}
 
 /// What the guard says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +46,12 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Creates the delivery on first sight and takes a lease on it for `lease`.
-pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Duration) -> Result<Claim, sqlx::Error> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    event: &RowChangedEvent,
+    raw: &[u8],
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
     let row = sqlx::query!(
         "INSERT INTO deliveries (id, workspace_id, event_type, row_id, status, event, lease_until)
          VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
@@ -54,12 +67,13 @@ pub async fn claim(pool: &PgPool, event: &RowChangedEvent, raw: &[u8], lease: Du
         raw,
         millis(lease) as f64
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
         return Ok(Claim::Ready { attempts: row.attempts, budget_start: row.budget_start });
     }
-    let status = sqlx::query_scalar!("SELECT status FROM deliveries WHERE id = $1", event.id).fetch_one(pool).await?;
+    let status =
+        sqlx::query_scalar!("SELECT status FROM deliveries WHERE id = $1", event.id).fetch_one(&mut *conn).await?;
     let ended = status.parse::<DeliveryStatus>().map_or(true, DeliveryStatus::has_ended);
     Ok(if ended { Claim::Ended } else { Claim::Leased })
 }
@@ -75,15 +89,19 @@ pub struct ClaimRequest {
 /// of a row that is there; a delivery that is not (an event published by an older crm-api) is created by
 /// [`claim`]. A delivery asked for twice in one batch (two copies of one message) is claimed once: the second
 /// copy finds it leased.
-pub async fn claim_many(pool: &PgPool, requests: &[ClaimRequest], lease: Duration) -> Vec<Result<Claim, RecordError>> {
-    match claim_many_once(pool, requests, lease).await {
+pub async fn claim_many(
+    conn: &mut PgConnection,
+    requests: &[ClaimRequest],
+    lease: Duration,
+) -> Vec<Result<Claim, RecordError>> {
+    match claim_many_once(conn, requests, lease).await {
         Ok(claims) => claims,
         Err(e) => vec![Err(unavailable(e)); requests.len()],
     }
 }
 
 async fn claim_many_once(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     requests: &[ClaimRequest],
     lease: Duration,
 ) -> Result<Vec<Result<Claim, RecordError>>, sqlx::Error> {
@@ -96,7 +114,7 @@ async fn claim_many_once(
         &ids,
         millis(lease) as f64
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?
     .into_iter()
     .map(|r| (r.id, Claim::Ready { attempts: r.attempts, budget_start: r.budget_start }))
@@ -106,7 +124,7 @@ async fn claim_many_once(
         HashMap::new()
     } else {
         sqlx::query!("SELECT id, status FROM deliveries WHERE id = ANY($1)", &others)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
             .into_iter()
             .map(|r| (r.id, r.status))
@@ -124,7 +142,7 @@ async fn claim_many_once(
                 Ok(if ended { Claim::Ended } else { Claim::Leased })
             }
             (None, None) if handed_out.insert(id) => {
-                claim(pool, &request.event, &request.raw, lease).await.map_err(unavailable)
+                claim(&mut *conn, &request.event, &request.raw, lease).await.map_err(unavailable)
             }
             (None, None) => Ok(Claim::Leased),
         };
@@ -141,11 +159,23 @@ pub struct Claimer {
 }
 
 impl Claimer {
+    /// Starts the claimer's batching task, which keeps one connection of `pool` between batches.
     pub fn spawn(pool: PgPool, lease: Duration) -> Claimer {
+        let held = shared(pool);
         Claimer {
             batcher: Batcher::spawn(move |batch: Vec<ClaimRequest>| {
-                let pool = pool.clone();
-                async move { claim_many(&pool, &batch, lease).await }
+                let held = held.clone();
+                async move {
+                    let mut held = held.lock().await;
+                    let claims = match held.get().await {
+                        Ok(conn) => claim_many(conn, &batch, lease).await,
+                        Err(e) => vec![Err(unavailable(e)); batch.len()],
+                    };
+                    if claims.iter().any(Result::is_err) {
+                        held.release();
+                    }
+                    claims
+                }
             }),
         }
     }
@@ -182,7 +212,7 @@ impl SkipRecord {
 
 /// Records deliveries as skipped, creating them if needed, many per statement. A delivery that has already
 /// ended, or is leased by another worker, is left alone.
-pub async fn skip_batch(pool: &PgPool, batch: &[SkipRecord]) -> Result<(), sqlx::Error> {
+pub async fn skip_batch(db: impl PgExecutor<'_>, batch: &[SkipRecord]) -> Result<(), sqlx::Error> {
     // One statement cannot touch a row twice: a second copy of one event (a redelivery racing the first) is
     // dropped here, and the first copy's skip stands for both.
     let mut seen = std::collections::HashSet::new();
@@ -210,7 +240,7 @@ pub async fn skip_batch(pool: &PgPool, batch: &[SkipRecord]) -> Result<(), sqlx:
         &reasons as &[&str],
         DeliveryStatus::Skipped.as_str()
     )
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -222,22 +252,33 @@ pub struct Skipper {
 }
 
 impl Skipper {
+    /// Starts the skipper's batching task, which keeps one connection of `pool` between batches.
     pub fn spawn(pool: PgPool) -> Skipper {
+        let held = shared(pool);
         Skipper {
             batcher: Batcher::spawn(move |batch: Vec<SkipRecord>| {
-                let pool = pool.clone();
+                let held = held.clone();
                 async move {
-                    match skip_batch(&pool, &batch).await {
-                        Ok(()) => vec![Ok(()); batch.len()],
-                        Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
-                            let mut results = Vec::with_capacity(batch.len());
-                            for skip in &batch {
-                                results.push(skip_batch(&pool, std::slice::from_ref(skip)).await.map_err(unavailable));
+                    let mut held = held.lock().await;
+                    let results = match held.get().await {
+                        Ok(conn) => match skip_batch(&mut *conn, &batch).await {
+                            Ok(()) => vec![Ok(()); batch.len()],
+                            Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
+                                let mut results = Vec::with_capacity(batch.len());
+                                for skip in &batch {
+                                    let result = skip_batch(&mut *conn, std::slice::from_ref(skip)).await;
+                                    results.push(result.map_err(unavailable));
+                                }
+                                results
                             }
-                            results
-                        }
+                            Err(e) => vec![Err(unavailable(e)); batch.len()],
+                        },
                         Err(e) => vec![Err(unavailable(e)); batch.len()],
+                    };
+                    if results.iter().any(Result::is_err) {
+                        held.release();
                     }
+                    results
                 }
             }),
         }
@@ -255,7 +296,7 @@ fn unavailable(e: sqlx::Error) -> RecordError {
 
 /// Ends the open delivery of an event this build cannot read (an event with no delivery is left alone: there is
 /// nothing to end, and no workspace to create one under).
-pub async fn fail_undecodable(pool: &PgPool, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn fail_undecodable(db: impl PgExecutor<'_>, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE deliveries SET status = $2, last_error = $3, lease_until = NULL, next_attempt_at = NULL,
                                updated_at = now()
@@ -264,14 +305,14 @@ pub async fn fail_undecodable(pool: &PgPool, id: Uuid, reason: &str) -> Result<(
         DeliveryStatus::Failed.as_str(),
         reason
     )
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
 
 /// Gives up our lease without an attempt (shutdown).
-pub async fn release(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!("UPDATE deliveries SET lease_until = NULL WHERE id = $1", id).execute(pool).await?;
+pub async fn release(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE deliveries SET lease_until = NULL WHERE id = $1", id).execute(db).await?;
     Ok(())
 }
 
