@@ -111,31 +111,32 @@ async fn an_unreachable_database_is_reported_for_every_record() {
     let (_db, pool, ws) = database().await;
     let (first, second) = (delivery(&pool, ws).await, delivery(&pool, ws).await);
     let recorder = Recorder::spawn(pool.clone());
-    // A connection whose server side is gone, then a pool that cannot connect.
+    // A connection whose server side is gone, then a pool that is closed.
     let mut conn = pool.acquire().await.unwrap();
     let pid = backend_pid(&mut conn).await.unwrap();
     let killed: bool =
         sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)").bind(pid).fetch_one(&pool).await.unwrap();
     assert!(killed);
-    pool.close().await;
     let batch = [record(first, None, "ok"), record(second, None, "x".repeat(2000).as_str())];
     let results = store::write_batch(&mut conn, &batch).await;
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| matches!(r, Err(RecordError::Unavailable(_)))), "{results:?}");
+    drop(conn);
+    pool.close().await;
     let recorded = recorder.record(record(first, None, "ok")).await;
     assert!(matches!(recorded, Err(RecordError::Unavailable(_))), "{recorded:?}");
 }
 
-/// The worker's claim and record pools cache one plan per statement (`Plans::Cached`), made here on empty tables as
+/// The worker's claim and record pools cache one plan per statement (`connect_key_lookups`), made here on empty tables as
 /// on a brand-new database, and each such plan still probes the deliveries' primary key: nothing is planned per
 /// call, and no plan depends on what the table held when it was made.
 #[tokio::test]
 async fn the_claim_and_record_statements_are_planned_once_through_primary_keys() {
-    use service_common::db::{connect_key_lookups, Commit, Plans};
+    use service_common::db::{connect_key_lookups, Commit};
 
     let (db, _pool, ws) = database().await;
     let url = secrecy::SecretString::from(db.url.clone());
-    let pool = connect_key_lookups(&url, 1, "test", Plans::Cached, Commit::Async).await.unwrap();
+    let pool = connect_key_lookups(&url, 1, "test", Commit::Async).await.unwrap();
     let lease = Duration::from_secs(30);
     let mut conn = pool.acquire().await.unwrap();
     for _ in 0..3 {
