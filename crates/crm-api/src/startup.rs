@@ -47,12 +47,13 @@ impl Application {
         let metrics = ApiMetrics::new();
         let (handoff, handed) = Handoff::new();
         let subjects = config.common.subjects();
-        // The writers' batched key lookups and writes go through a pool of their own (one connection per writer).
+        // The writers' batched key lookups and writes go through a pool of their own (one connection per writer,
+        // kept by its writer). Their plans are cached: the one lookup whose plan depends on statistics (leads by
+        // email) is planned again at each `ANALYZE crm_rows`, which the statistics task runs while the table grows.
         let writer_pool = db::connect_key_lookups(
             &config.common.database_url,
             config.writers as u32,
             "crm-api-writer",
-            db::Plans::Auto,
             db::Commit::Durable,
         )
         .await
@@ -80,15 +81,9 @@ impl Application {
             .layer(middleware::from_fn_with_state(metrics.http.clone(), track_http));
         // The relay's statements with parameters reach outbox rows through their primary key (the table has no
         // other index) and deliveries by id; its once-a-second counts have no parameters.
-        let relay_pool = db::connect_key_lookups(
-            &config.common.database_url,
-            4,
-            "crm-api-relay",
-            db::Plans::Cached,
-            db::Commit::Async,
-        )
-        .await
-        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let relay_pool = db::connect_key_lookups(&config.common.database_url, 4, "crm-api-relay", db::Commit::Async)
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let recoverer = Recoverer::new(pool.clone(), state.subjects.clone(), config.recovery, metrics.clone());
         let relay = Relay::new(relay_pool, js.clone(), metrics, config.relay.batch_size, config.relay.poll_interval);
         let listener =

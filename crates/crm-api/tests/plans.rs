@@ -1,10 +1,12 @@
-//! How the relay's statements are planned: its pool caches one plan per statement
-//! (`service_common::db::Plans::Cached`), so each plan is made once, here on empty tables as on a brand-new database,
-//! and must still read the outbox and deliveries through their primary keys.
+//! How the hot path's statements are planned. The relay's pool caches one plan per statement
+//! (`service_common::db::connect_key_lookups`), so each plan is made once, here on empty tables as on a brand-new database,
+//! and must still read the outbox and deliveries through their primary keys. The writers' pool caches its plans too;
+//! their lookup of leads by email is planned again whenever `crm_rows` is analysed, and takes the email index then.
 
 use crm_api::repo::outbox::{self, NewEvent};
+use crm_api::repo::rows;
 use crm_events::{RowChangedEvent, Subjects};
-use service_common::db::{connect_key_lookups, Commit, Plans};
+use service_common::db::{connect_key_lookups, Commit};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use test_support::TestDb;
@@ -18,7 +20,7 @@ async fn the_relay_statements_are_planned_once_through_primary_keys() {
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&admin).await.unwrap();
     let url = secrecy::SecretString::from(db.url.clone());
-    let pool = connect_key_lookups(&url, 1, "test", Plans::Cached, Commit::Async).await.unwrap();
+    let pool = connect_key_lookups(&url, 1, "test", Commit::Async).await.unwrap();
     let (subjects, headers) = (Subjects::new("t"), BTreeMap::new());
     for _ in 0..3 {
         // One event with its body in the outbox (as a test event is queued), one whose body is its delivery's (as
@@ -54,4 +56,40 @@ async fn the_relay_statements_are_planned_once_through_primary_keys() {
     let mut conn = pool.acquire().await.unwrap();
     let plans = test_support::prepared_plans(&mut conn).await;
     test_support::assert_planned_once_through_primary_keys(&plans, 4);
+}
+
+/// The writers' read finds leads by email. A plan made while `crm_rows` has no statistics may read the workspace
+/// through its `(workspace_id, id)` index and filter every row; an `ANALYZE` (crm-api's own, see
+/// `crm_api::statistics`, or autovacuum's) makes PostgreSQL plan the cached statement again, and the new plan probes
+/// the unique email index: one row per lead looked up, however large the workspace.
+#[tokio::test]
+async fn the_writers_cached_read_is_planned_again_and_takes_the_email_index_once_crm_rows_is_analysed() {
+    let db = TestDb::create().await;
+    let admin = db.pool().await;
+    crm_db::migrate(&admin).await.expect("migrations");
+    let ws = Uuid::now_v7();
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&admin).await.unwrap();
+    let url = secrecy::SecretString::from(db.url.clone());
+    let pool = connect_key_lookups(&url, 1, "test", Commit::Durable).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let (emails, ids) = (vec![(ws, "lead7@example.com".to_owned())], vec![(ws, Uuid::now_v7())]);
+    assert!(rows::read_for_change(&mut *conn, &emails, &ids).await.unwrap().is_empty());
+    sqlx::query(
+        "INSERT INTO crm_rows (id, workspace_id, email)
+         SELECT gen_random_uuid(), $1, 'lead' || n || '@example.com' FROM generate_series(1, 3000) AS n",
+    )
+    .bind(ws)
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE crm_rows").execute(&admin).await.unwrap();
+    let found = rows::read_for_change(&mut *conn, &emails, &ids).await.unwrap();
+    assert_eq!(found.iter().map(|r| r.email.as_str()).collect::<Vec<_>>(), ["lead7@example.com"]);
+    let plans = test_support::prepared_plans(&mut conn).await;
+    let read = plans.iter().find(|p| p.statement.contains("lower(r.email) = lower(t.e)")).expect("the read");
+    assert_eq!(read.custom_plans, 0, "planned once per analysis, not per call");
+    // The email is an index condition, not a filter over the workspace's rows. (The lookup by workspace and id may
+    // probe the primary key or the `(workspace_id, id)` index: either finds the one row.)
+    assert!(read.plan.contains("crm_rows_workspace_email_key"), "{}", read.plan);
+    assert!(!read.plan.lines().any(|l| l.contains("Filter") && l.contains("email")), "{}", read.plan);
 }

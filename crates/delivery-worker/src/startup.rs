@@ -48,24 +48,14 @@ impl Worker {
         // claims, too, are one batch at a time, so two connections serve them as well. Each batching task keeps
         // its connection between batches (`db::Held`). The worker's connections are thus
         // `WORKER_DB_MAX_CONNECTIONS` + 4 at most.
-        let record_pool = db::connect_key_lookups(
-            &config.common.database_url,
-            2,
-            "delivery-worker-records",
-            db::Plans::Cached,
-            db::Commit::Durable,
-        )
-        .await
-        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        let fast_pool = db::connect_key_lookups(
-            &config.common.database_url,
-            2,
-            "delivery-worker-claims",
-            db::Plans::Cached,
-            db::Commit::Async,
-        )
-        .await
-        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let record_pool =
+            db::connect_key_lookups(&config.common.database_url, 2, "delivery-worker-records", db::Commit::Durable)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        let fast_pool =
+            db::connect_key_lookups(&config.common.database_url, 2, "delivery-worker-claims", db::Commit::Async)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let client = nats::connect(&config.common.nats_url, "delivery-worker").await.context("NATS_URL")?;
         let js = nats::jetstream(client.clone());
         let metrics = WorkerMetrics::new();

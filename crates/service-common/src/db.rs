@@ -41,42 +41,27 @@ pub enum Commit {
 pub const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
     [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
 
-/// When a hot-path pool's statements are planned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plans {
-    /// PostgreSQL's own choice (the default `plan_cache_mode = auto`): a statement is planned for its values as
-    /// long as such a plan looks cheaper than the cached generic one, which for a lookup of a batch's two or three
-    /// keys (against a generic estimate of ten) it does on every call. For pools with lookups through secondary
-    /// indexes (crm-api's writers find rows by workspace and email): on a table without statistics, a plan made
-    /// once can take the wrong index of two that both lead with the workspace, and a cached plan would keep it
-    /// until the table is analysed, while a plan for the values changes index as soon as the table has rows.
-    /// Statements whose plan does not depend on the table (the writers' one-statement write, bounded by `id =
-    /// ANY`) still go generic after their first few calls.
-    Auto,
-    /// Planned once per statement and connection (`plan_cache_mode = force_generic_plan`). For pools whose every
-    /// statement with parameters finds its rows through the primary key (the batch's keys as `= ANY($1)`, or the
-    /// oldest rows in key order; a statement without parameters is planned once in any mode): the one usable index
-    /// and the number of rows read follow from the statement, so a plan made on an empty table is the plan for a
-    /// full one, and planning each execution again (more than half of the claim's and the relay's delete's server
-    /// time at small batches) is waste.
-    Cached,
-}
-
 /// Opens a pool for the hot path's batched key lookups and writes (crm-api's writers and relay, the worker's
-/// claims and records): [`KEY_LOOKUP_PLANS`], statements planned as `plans` says, and commits as `commit` says.
-/// Never for queries that read a range of rows (lists, counts, pruning): those keep the planner's own judgement
-/// on [`connect`]'s pool.
+/// claims and records): [`KEY_LOOKUP_PLANS`], commits as `commit` says, and one plan per statement and connection
+/// (`plan_cache_mode = force_generic_plan`).
+///
+/// Planning each execution again was more than half of the server's time in some of these statements at small
+/// batches. Caching is right for them because every statement with parameters finds its rows through a unique
+/// index probed once per key of the batch (the keys as `= ANY($1)` or joined from `unnest`): with
+/// [`KEY_LOOKUP_PLANS`] the probe is the only plan left, except for the writers' lookup of leads by email, which
+/// could also filter the workspace through its `(workspace_id, id)` index. A plan made while `crm_rows` has no
+/// statistics does that; PostgreSQL plans a cached statement again when a table it reads is analysed, and crm-api
+/// analyses `crm_rows` within its first pages and at every doubling (`crm_api::statistics`), after which the plan
+/// takes the unique email index. Never for queries that read a range of rows (lists, counts, pruning): those keep
+/// the planner's own judgement on [`connect`]'s pool.
 pub async fn connect_key_lookups(
     url: &SecretString,
     max_connections: u32,
     application: &str,
-    plans: Plans,
     commit: Commit,
 ) -> Result<PgPool, sqlx::Error> {
     let mut settings = KEY_LOOKUP_PLANS.to_vec();
-    if plans == Plans::Cached {
-        settings.push(("plan_cache_mode", "force_generic_plan"));
-    }
+    settings.push(("plan_cache_mode", "force_generic_plan"));
     if commit == Commit::Async {
         settings.push(("synchronous_commit", "off"));
     }

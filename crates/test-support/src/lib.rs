@@ -84,7 +84,7 @@ impl Drop for TestDb {
 
 /// Every statement `conn` has prepared, with how often PostgreSQL planned it for its values and how often it used
 /// the generic plan, and that generic plan as `EXPLAIN` prints it (one line per node). For checks that a pool
-/// whose plans are cached (`service_common::db::Plans::Cached`) plans nothing per call and that every cached plan
+/// whose plans are cached (`service_common::db::connect_key_lookups`) plans nothing per call and that every cached plan
 /// probes the intended index, whatever the table held when the plan was made.
 pub async fn prepared_plans(conn: &mut sqlx::PgConnection) -> Vec<PreparedPlan> {
     let prepared: Vec<(String, String, i64, i64, i32)> = sqlx::query_as(

@@ -229,10 +229,10 @@ const FIND_FOR_CHANGE: &str = "SELECT r.id FROM unnest($1::uuid[], $2::text[]) A
                                SELECT r.id FROM unnest($3::uuid[], $4::uuid[]) AS u(ws, i)
                                  JOIN crm_rows r ON r.id = u.i AND r.workspace_id = u.ws";
 
-/// The rows of [`FIND_FOR_CHANGE`], read in the same joins (a row both branches find comes twice). PostgreSQL
-/// plans it for each call's values (`service_common::db::Plans::Auto`), so its shape is kept plain: the
-/// de-duplication and the sort by id of its first form (`WHERE id IN (…) ORDER BY id`: a semi-join, a second probe
-/// of each row and a sort) are done by [`read_for_change`].
+/// The rows of [`FIND_FOR_CHANGE`], read in the same joins (a row both branches find comes twice). Its shape is
+/// kept plain: the de-duplication and the sort by id of its first form (`WHERE id IN (…) ORDER BY id`: a semi-join,
+/// a second probe of each row and a sort) are done by [`read_for_change`]. The writers' pool caches its plan, which
+/// PostgreSQL makes again whenever `crm_rows` is analysed (see `service_common::db::connect_key_lookups`).
 static READ_FOR_CHANGE: LazyLock<String> = LazyLock::new(|| {
     let list = &*SELECT_LIST;
     format!(
