@@ -45,10 +45,16 @@ pub struct Report {
     pub e2e: Vec<Duration>,
     /// The same by workspace class, sorted.
     pub e2e_by_class: HashMap<Class, Vec<Duration>>,
+    /// The [`SLOWEST`] steady-phase events, slowest first: when each was scheduled (after the first steady-phase
+    /// event's schedule) and its end-to-end latency. Slow events close together in time are one stall.
+    pub slowest: Vec<(Duration, Duration)>,
     pub steady_accepted: u64,
     /// Accepted events of a hanging endpoint's workspace: not expected, not counted as missing.
     pub hanging: u64,
 }
+
+/// How many of the slowest events a [`Report`] names.
+pub const SLOWEST: usize = 10;
 
 impl Ledger {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -90,6 +96,7 @@ impl Ledger {
     pub fn report(&self) -> Report {
         let inner = self.lock();
         let mut report = Report { accepted: inner.accepted.len() as u64, ..Default::default() };
+        let mut timed = Vec::new();
         for (key, (scheduled, phase, class)) in &inner.accepted {
             if *phase == Phase::Steady {
                 report.steady_accepted += 1;
@@ -105,6 +112,7 @@ impl Ledger {
                         let e2e = first.saturating_duration_since(*scheduled);
                         report.e2e.push(e2e);
                         report.e2e_by_class.entry(*class).or_default().push(e2e);
+                        timed.push((*scheduled, e2e));
                     }
                 }
                 None => report.missing += 1,
@@ -113,6 +121,10 @@ impl Ledger {
         report.duplicates = inner.received.values().map(|(_, n)| u64::from(n.saturating_sub(1))).sum();
         report.e2e.sort_unstable();
         report.e2e_by_class.values_mut().for_each(|v| v.sort_unstable());
+        if let Some(start) = timed.iter().map(|(at, _)| *at).min() {
+            timed.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            report.slowest = timed.iter().take(SLOWEST).map(|(at, e2e)| (at.duration_since(start), *e2e)).collect();
+        }
         report
     }
 }
@@ -150,6 +162,10 @@ mod tests {
         assert_eq!((r.accepted, r.delivered, r.missing, r.duplicates, r.hanging), (6, 3, 2, 1, 1));
         assert_eq!(r.accepted, r.delivered + r.missing + r.hanging);
         assert_eq!(r.e2e, vec![Duration::from_millis(5), Duration::from_millis(7)]);
+        assert_eq!(
+            r.slowest,
+            vec![(Duration::ZERO, Duration::from_millis(7)), (Duration::ZERO, Duration::from_millis(5))]
+        );
         assert_eq!(ledger.outstanding(), 2);
         assert_eq!(ledger.duplicated(), vec![(keys[0], 2)]);
     }

@@ -294,6 +294,9 @@ async fn measure(
         "e2e_p99_ms": round2(quantile_ms(&report.e2e, 0.99)),
         "e2e_p999_ms": round2(quantile_ms(&report.e2e, 0.999)),
         "e2e_max_ms": round2(quantile_ms(&report.e2e, 1.0)),
+        "e2e_slowest": report.slowest.iter()
+            .map(|(at, e2e)| json!({"at_s": round2(at.as_secs_f64()), "e2e_ms": round2(e2e.as_secs_f64() * 1000.0)}))
+            .collect::<Vec<_>>(),
         "drain_s": round2(drain.as_secs_f64()),
         "max_generator_lag_ms": round2(generator.stats.max_send_lag.lock().unwrap_or_else(|p| p.into_inner()).as_secs_f64() * 1000.0),
         "cpu_s_per_1k_events": cpu,
