@@ -122,7 +122,7 @@ impl Ledger {
         report.e2e.sort_unstable();
         report.e2e_by_class.values_mut().for_each(|v| v.sort_unstable());
         if let Some(start) = timed.iter().map(|(at, _)| *at).min() {
-            timed.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+            timed.sort_unstable_by_key(|(_, e2e)| std::cmp::Reverse(*e2e));
             report.slowest = timed.iter().take(SLOWEST).map(|(at, e2e)| (at.duration_since(start), *e2e)).collect();
         }
         report
