@@ -242,7 +242,7 @@ impl Relay {
             Err(e) => Err(e),
         };
         if let Err(e) = deleted {
-            held.release();
+            held.failed(&e);
             // They are in the stream; a pass republishes them and the stream's duplicate window stores them once.
             tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
             return false;

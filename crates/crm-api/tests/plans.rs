@@ -74,6 +74,10 @@ async fn the_writers_cached_read_is_planned_again_and_takes_the_email_index_once
     let mut conn = pool.acquire().await.unwrap();
     let (emails, ids) = (vec![(ws, "lead7@example.com".to_owned())], vec![(ws, Uuid::now_v7())]);
     assert!(rows::read_for_change(&mut *conn, &emails, &ids).await.unwrap().is_empty());
+    let read = |plans: Vec<test_support::PreparedPlan>| {
+        plans.into_iter().find(|p| p.statement.contains("lower(r.email) = lower(t.e)")).expect("the read")
+    };
+    let made_empty = read(test_support::prepared_plans(&mut conn).await);
     sqlx::query(
         "INSERT INTO crm_rows (id, workspace_id, email)
          SELECT gen_random_uuid(), $1, 'lead' || n || '@example.com' FROM generate_series(1, 3000) AS n",
@@ -85,9 +89,9 @@ async fn the_writers_cached_read_is_planned_again_and_takes_the_email_index_once
     sqlx::query("ANALYZE crm_rows").execute(&admin).await.unwrap();
     let found = rows::read_for_change(&mut *conn, &emails, &ids).await.unwrap();
     assert_eq!(found.iter().map(|r| r.email.as_str()).collect::<Vec<_>>(), ["lead7@example.com"]);
-    let plans = test_support::prepared_plans(&mut conn).await;
-    let read = plans.iter().find(|p| p.statement.contains("lower(r.email) = lower(t.e)")).expect("the read");
+    let read = read(test_support::prepared_plans(&mut conn).await);
     assert_eq!(read.custom_plans, 0, "planned once per analysis, not per call");
+    assert_ne!(read.plan, made_empty.plan, "planned again after the analysis");
     // The email is an index condition, not a filter over the workspace's rows. (The lookup by workspace and id may
     // probe the primary key or the `(workspace_id, id)` index: either finds the one row.)
     assert!(read.plan.contains("crm_rows_workspace_email_key"), "{}", read.plan);

@@ -74,53 +74,99 @@ pub async fn connect_key_lookups(
 ///
 /// A statement run on the pool itself costs two more round trips than the statement: sqlx tests a connection when
 /// it is taken (`test_before_acquire`) and again when it is given back, each a message to PostgreSQL and a wake-up
-/// of its backend. A task that writes batch after batch holds its connection instead; it is tested only when it has
-/// been idle for [`Held::IDLE_CHECK`] (a PostgreSQL restart meanwhile is found then, as the pool would find it),
-/// and given back after an error ([`Held::release`]), where the pool's own test decides whether it is kept.
+/// of its backend. A task that writes batch after batch holds its connection instead. The connection is tested
+/// (within [`Held::TEST_TIMEOUT`]) before a use that comes [`Held::IDLE_CHECK`] or more after the previous one, so a
+/// PostgreSQL restart during a quiet spell is found before a statement fails on it; it is closed after an error
+/// that may have broken it ([`Held::failed`], [`Held::discard`]); and it is given back to the pool, which retires
+/// it, once it is older than [`Held::MAX_AGE`]. A connection that failed its test or an error is detached from the
+/// pool and dropped rather than given back: the pool would test it again, with no time limit, while a hung one
+/// holds its place.
 pub struct Held {
     pool: PgPool,
     idle_check: Duration,
-    conn: Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, std::time::Instant)>,
+    test_timeout: Duration,
+    conn: Option<HeldConnection>,
+}
+
+struct HeldConnection {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    taken: std::time::Instant,
+    used: std::time::Instant,
 }
 
 impl Held {
     /// How long a held connection may be idle before its next use tests it first (by default).
     pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+    /// How long that test may take before the connection is taken for dead (by default).
+    pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long one connection is held before it goes back to the pool (the pool's own `max_lifetime`).
+    pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 
     pub fn new(pool: PgPool) -> Held {
-        Held::with_idle_check(pool, Self::IDLE_CHECK)
+        Held::with_checks(pool, Self::IDLE_CHECK, Self::TEST_TIMEOUT)
     }
 
-    /// [`Held::new`], testing the connection before a use that comes `idle_check` or more after the last.
-    pub fn with_idle_check(pool: PgPool, idle_check: Duration) -> Held {
-        Held { pool, idle_check, conn: None }
+    /// [`Held::new`], testing the connection before a use that comes `idle_check` or more after the last, and
+    /// taking it for dead when the test takes `test_timeout`.
+    pub fn with_checks(pool: PgPool, idle_check: Duration, test_timeout: Duration) -> Held {
+        Held { pool, idle_check, test_timeout, conn: None }
     }
 
-    /// The held connection, taken from the pool if none is held, or if the one held was idle and fails its test.
+    /// The held connection, taken from the pool if none is held, if the one held was idle and fails its test, or if
+    /// it has been held for [`Held::MAX_AGE`].
     pub async fn get(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
         use sqlx::Connection;
-        if let Some((conn, used)) = &mut self.conn {
-            if used.elapsed() >= self.idle_check && conn.ping().await.is_err() {
+        if let Some(held) = &mut self.conn {
+            if held.taken.elapsed() >= Self::MAX_AGE {
                 self.conn = None;
+            } else if held.used.elapsed() >= self.idle_check {
+                let alive = tokio::time::timeout(self.test_timeout, held.conn.ping()).await;
+                if !matches!(alive, Ok(Ok(()))) {
+                    self.discard();
+                }
             }
         }
         if self.conn.is_none() {
-            self.conn = Some((self.pool.acquire().await?, std::time::Instant::now()));
+            let now = std::time::Instant::now();
+            self.conn = Some(HeldConnection { conn: self.pool.acquire().await?, taken: now, used: now });
         }
-        let (conn, used) = self.conn.as_mut().expect("a connection is held");
-        *used = std::time::Instant::now();
-        Ok(&mut **conn)
+        let held = self.conn.as_mut().expect("a connection is held");
+        held.used = std::time::Instant::now();
+        Ok(&mut *held.conn)
     }
 
-    /// Gives the connection back to the pool (after an error: the pool tests it and closes it if it is broken); the
-    /// next [`Held::get`] takes one again.
-    pub fn release(&mut self) {
-        self.conn = None;
+    /// After `error` on the held connection: closes the connection unless the error is an answer from the server
+    /// that leaves it usable (a refused statement: a constraint, a serialization failure, bad data). A transaction
+    /// the error left open is rolled back before the connection's next statement.
+    pub fn failed(&mut self, error: &sqlx::Error) {
+        if !is_refusal(error) {
+            self.discard();
+        }
+    }
+
+    /// Closes the held connection; the next [`Held::get`] takes another from the pool.
+    pub fn discard(&mut self) {
+        if let Some(held) = self.conn.take() {
+            drop(held.conn.detach());
+        }
     }
 
     /// Whether a connection is held now.
     pub fn is_held(&self) -> bool {
         self.conn.is_some()
+    }
+}
+
+/// Whether `error` is the server refusing a statement on a connection that stays usable: an error it answered
+/// with, except those that end or doom the session (connection exceptions `08`, insufficient resources `53`,
+/// operator intervention `57`, system errors `58`, internal errors `XX`).
+pub fn is_refusal(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => !matches!(
+            db.code().as_deref().map(|code| &code[..2.min(code.len())]),
+            Some("08" | "53" | "57" | "58" | "XX")
+        ),
+        _ => false,
     }
 }
 

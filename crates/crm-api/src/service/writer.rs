@@ -146,6 +146,14 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
             let q = now.into_iter().next().expect("one change");
             let _ = q.reply.send(Err(error(e)));
         }
+        Err(e) if is_unavailable(&e) => {
+            // One by one, each change would wait for the database in turn (up to the pool's acquire timeout).
+            tracing::warn!(error = %e, changes = now.len(), "database unavailable for a writer batch");
+            metrics.written(WritePath::Failed, now.len());
+            for q in now {
+                let _ = q.reply.send(Err(ApiError::Unavailable));
+            }
+        }
         Err(e) => {
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
             metrics.written(WritePath::Failed, now.len());
@@ -166,7 +174,7 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
     }
 }
 
-/// [`run`] on the held connection; the connection is given back after an error.
+/// [`run`] on the held connection; closed after an error that may have broken it.
 async fn run_held(
     held: &mut Held,
     subjects: &Subjects,
@@ -176,10 +184,16 @@ async fn run_held(
         Ok(conn) => run(conn, subjects, changes).await,
         Err(e) => Err(e),
     };
-    if result.is_err() {
-        held.release();
+    if let Err(e) = &result {
+        held.failed(e);
     }
     result
+}
+
+/// Whether the database could not be reached (or the connection broke): the batch's changes are answered `503`
+/// at once rather than tried one by one.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 /// Whether a failed transaction is worth running again as it was: a deadlock or a serialization failure.

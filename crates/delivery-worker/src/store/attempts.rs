@@ -206,7 +206,7 @@ impl Recorder {
                         Err(e) => vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
                     };
                     if results.iter().any(|r| matches!(r, Err(RecordError::Unavailable(_)))) {
-                        held.release();
+                        held.discard();
                     }
                     results
                 }

@@ -172,7 +172,7 @@ impl Claimer {
                         Err(e) => vec![Err(unavailable(e)); batch.len()],
                     };
                     if claims.iter().any(Result::is_err) {
-                        held.release();
+                        held.discard();
                     }
                     claims
                 }
@@ -276,7 +276,7 @@ impl Skipper {
                         Err(e) => vec![Err(unavailable(e)); batch.len()],
                     };
                     if results.iter().any(Result::is_err) {
-                        held.release();
+                        held.discard();
                     }
                     results
                 }
