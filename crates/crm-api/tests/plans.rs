@@ -12,15 +12,22 @@ use std::time::Duration;
 use test_support::TestDb;
 use uuid::Uuid;
 
-#[tokio::test]
-async fn the_relay_statements_are_planned_once_through_primary_keys() {
+/// A migrated database with one workspace: the database (dropped with it), an admin pool, the workspace, and a
+/// one-connection pool set up as the hot path's are (`connect_key_lookups`) committing as `commit` says.
+async fn setup(commit: Commit) -> (TestDb, sqlx::PgPool, Uuid, sqlx::PgPool) {
     let db = TestDb::create().await;
     let admin = db.pool().await;
     crm_db::migrate(&admin).await.expect("migrations");
     let ws = Uuid::now_v7();
     sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&admin).await.unwrap();
     let url = secrecy::SecretString::from(db.url.clone());
-    let pool = connect_key_lookups(&url, 1, "test", Commit::Async).await.unwrap();
+    let pool = connect_key_lookups(&url, 1, "test", commit).await.unwrap();
+    (db, admin, ws, pool)
+}
+
+#[tokio::test]
+async fn the_relay_statements_are_planned_once_through_primary_keys() {
+    let (_db, admin, ws, pool) = setup(Commit::Async).await;
     let (subjects, headers) = (Subjects::new("t"), BTreeMap::new());
     for _ in 0..3 {
         // One event with its body in the outbox (as a test event is queued), one whose body is its delivery's (as
@@ -64,13 +71,7 @@ async fn the_relay_statements_are_planned_once_through_primary_keys() {
 /// the unique email index: one row per lead looked up, however large the workspace.
 #[tokio::test]
 async fn the_writers_cached_read_is_planned_again_and_takes_the_email_index_once_crm_rows_is_analysed() {
-    let db = TestDb::create().await;
-    let admin = db.pool().await;
-    crm_db::migrate(&admin).await.expect("migrations");
-    let ws = Uuid::now_v7();
-    sqlx::query("INSERT INTO workspaces (id, name) VALUES ($1, 'w')").bind(ws).execute(&admin).await.unwrap();
-    let url = secrecy::SecretString::from(db.url.clone());
-    let pool = connect_key_lookups(&url, 1, "test", Commit::Durable).await.unwrap();
+    let (_db, admin, ws, pool) = setup(Commit::Durable).await;
     let mut conn = pool.acquire().await.unwrap();
     let (emails, ids) = (vec![(ws, "lead7@example.com".to_owned())], vec![(ws, Uuid::now_v7())]);
     assert!(rows::read_for_change(&mut *conn, &emails, &ids).await.unwrap().is_empty());
