@@ -199,17 +199,7 @@ impl Recorder {
         Recorder {
             batcher: Batcher::spawn(move |batch: Vec<AttemptRecord>| {
                 let held = held.clone();
-                async move {
-                    let mut held = held.lock().await;
-                    let results = match held.get().await {
-                        Ok(conn) => write_batch(conn, &batch).await,
-                        Err(e) => vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
-                    };
-                    if results.iter().any(|r| matches!(r, Err(RecordError::Unavailable(_)))) {
-                        held.discard();
-                    }
-                    results
-                }
+                async move { super::on_held(&held, batch.len(), async |conn| write_batch(conn, &batch).await).await }
             }),
         }
     }

@@ -29,6 +29,25 @@ fn shared(pool: PgPool) -> Arc<tokio::sync::Mutex<Held>> {
     Arc::new(tokio::sync::Mutex::new(Held::new(pool)))
 }
 
+/// Runs a batch's `write` of `items` items on the held connection: every item is unavailable when there is no
+/// connection, and a batch any of whose items found the database unavailable closes the connection (the next
+/// batch takes another).
+async fn on_held<R: Clone>(
+    held: &tokio::sync::Mutex<Held>,
+    items: usize,
+    write: impl AsyncFnOnce(&mut PgConnection) -> Vec<Result<R, RecordError>>,
+) -> Vec<Result<R, RecordError>> {
+    let mut held = held.lock().await;
+    let results = match held.get().await {
+        Ok(conn) => write(conn).await,
+        Err(e) => vec![Err(unavailable(e)); items],
+    };
+    if results.iter().any(|r| matches!(r, Err(RecordError::Unavailable(_)))) {
+        held.discard();
+    }
+    results
+}
+
 /// What the guard says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -165,17 +184,7 @@ impl Claimer {
         Claimer {
             batcher: Batcher::spawn(move |batch: Vec<ClaimRequest>| {
                 let held = held.clone();
-                async move {
-                    let mut held = held.lock().await;
-                    let claims = match held.get().await {
-                        Ok(conn) => claim_many(conn, &batch, lease).await,
-                        Err(e) => vec![Err(unavailable(e)); batch.len()],
-                    };
-                    if claims.iter().any(Result::is_err) {
-                        held.discard();
-                    }
-                    claims
-                }
+                async move { on_held(&held, batch.len(), async |conn| claim_many(conn, &batch, lease).await).await }
             }),
         }
     }
@@ -259,26 +268,19 @@ impl Skipper {
             batcher: Batcher::spawn(move |batch: Vec<SkipRecord>| {
                 let held = held.clone();
                 async move {
-                    let mut held = held.lock().await;
-                    let results = match held.get().await {
-                        Ok(conn) => match skip_batch(&mut *conn, &batch).await {
-                            Ok(()) => vec![Ok(()); batch.len()],
-                            Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
-                                let mut results = Vec::with_capacity(batch.len());
-                                for skip in &batch {
-                                    let result = skip_batch(&mut *conn, std::slice::from_ref(skip)).await;
-                                    results.push(result.map_err(unavailable));
-                                }
-                                results
+                    on_held(&held, batch.len(), async |conn| match skip_batch(&mut *conn, &batch).await {
+                        Ok(()) => vec![Ok(()); batch.len()],
+                        Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
+                            let mut results = Vec::with_capacity(batch.len());
+                            for skip in &batch {
+                                let result = skip_batch(&mut *conn, std::slice::from_ref(skip)).await;
+                                results.push(result.map_err(unavailable));
                             }
-                            Err(e) => vec![Err(unavailable(e)); batch.len()],
-                        },
+                            results
+                        }
                         Err(e) => vec![Err(unavailable(e)); batch.len()],
-                    };
-                    if results.iter().any(Result::is_err) {
-                        held.discard();
-                    }
-                    results
+                    })
+                    .await
                 }
             }),
         }
