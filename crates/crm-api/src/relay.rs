@@ -236,13 +236,8 @@ impl Relay {
         let left: Vec<i64> = published.parked.iter().map(|(p, _)| p.seq).collect();
         let sent: Vec<i64> = events.iter().map(|p| p.seq).filter(|seq| !left.contains(seq)).collect();
         self.count(&published.stats, &events);
-        let mut held = self.direct.lock().await;
-        let deleted = match held.get().await {
-            Ok(conn) => outbox::delete_published(conn, &sent).await,
-            Err(e) => Err(e),
-        };
+        let deleted = self.direct.lock().await.run(async |conn| outbox::delete_published(conn, &sent).await).await;
         if let Err(e) = deleted {
-            held.failed(&e);
             // They are in the stream; a pass republishes them and the stream's duplicate window stores them once.
             tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
             return false;

@@ -118,6 +118,33 @@ async fn a_writer_batch_costs_one_round_trip_per_statement() {
     assert_eq!(events(&pool).await, 11);
 }
 
+/// A batch whose connection hangs (no error, no answer: a host gone without a reset) is answered `503` after the
+/// writer's work timeout, not held until TCP gives up; the writer goes on with another connection.
+#[tokio::test]
+async fn a_batch_on_a_connection_that_hangs_is_answered_unavailable_after_the_work_timeout() {
+    let (db, pool, _, ws) = setup().await;
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let writers_pool = sqlx::PgPool::connect(&proxy.url).await.unwrap();
+    let timeout = std::time::Duration::from_millis(300);
+    let writer = Writer::spawn_with_timeout(
+        writers_pool,
+        Subjects::new("t"),
+        Handoff::new().0,
+        1,
+        WriterMetrics::default(),
+        timeout,
+    );
+    writer.submit(new_lead(ws, "first@example.com")).await.unwrap();
+    proxy.freeze();
+    // Well under the held connection's idle test (which would find the hang by itself, after its own 5 s).
+    let hung = tokio::time::timeout(std::time::Duration::from_secs(4), writer.submit(new_lead(ws, "hung@example.com")))
+        .await
+        .expect("an answer within the work timeout");
+    assert!(matches!(hung, Err(ApiError::Unavailable)), "{hung:?}");
+    writer.submit(new_lead(ws, "after@example.com")).await.expect("written on a new connection");
+    assert_eq!(events(&pool).await, 2, "the hung batch never reached the server");
+}
+
 /// A batch that cannot reach the database is answered `503` whole: its changes are not tried one by one, each
 /// waiting for a connection in turn.
 #[tokio::test]

@@ -239,3 +239,24 @@ async fn a_held_connection_that_hangs_is_given_up_on_after_its_test_times_out() 
     let next = backend_pid(held.get().await.unwrap()).await.expect("a new connection past the hung one");
     assert_ne!(next, first);
 }
+
+/// Work on a held connection that gets no answer (its path hangs mid-statement) is given up on after the work
+/// timeout, as an I/O error; the connection is closed and the next use takes another.
+#[tokio::test]
+async fn work_on_a_held_connection_that_hangs_times_out_and_the_connection_is_replaced() {
+    let (db, _pool, _) = database().await;
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let through_proxy = PgPool::connect(&proxy.url).await.unwrap();
+    let mut held = Held::with_checks(through_proxy, Duration::MAX, Held::TEST_TIMEOUT)
+        .with_work_timeout(Duration::from_millis(200));
+    let first = held.run(async |conn| backend_pid(conn).await).await.unwrap();
+    proxy.freeze();
+    let hung = tokio::time::timeout(Duration::from_secs(3), held.run(async |conn| backend_pid(conn).await))
+        .await
+        .expect("given up on within the work timeout")
+        .unwrap_err();
+    assert!(matches!(&hung, sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut), "{hung}");
+    assert!(!held.is_held(), "the hung connection is closed");
+    let next = held.run(async |conn| backend_pid(conn).await).await.expect("a new connection past the hung one");
+    assert_ne!(next, first);
+}

@@ -77,14 +77,16 @@ pub async fn connect_key_lookups(
 /// of its backend. A task that writes batch after batch holds its connection instead. The connection is tested
 /// (within [`Held::TEST_TIMEOUT`]) before a use that comes [`Held::IDLE_CHECK`] or more after the previous one, so a
 /// PostgreSQL restart during a quiet spell is found before a statement fails on it; it is closed after an error
-/// that may have broken it ([`Held::failed`], [`Held::discard`]); and it is given back to the pool, which retires
-/// it, once it is older than [`Held::MAX_AGE`]. A connection that failed its test or an error is detached from the
+/// that may have broken it ([`Held::failed`], [`Held::discard`]) and after work that got no answer within
+/// [`Held::WORK_TIMEOUT`] ([`Held::run`]); and it is given back to the pool, which retires it, once it is older
+/// than [`Held::MAX_AGE`]. A connection that failed its test or an error is detached from the
 /// pool and dropped rather than given back: the pool would test it again, with no time limit, while a hung one
 /// holds its place.
 pub struct Held {
     pool: PgPool,
     idle_check: Duration,
     test_timeout: Duration,
+    work_timeout: Duration,
     conn: Option<HeldConnection>,
 }
 
@@ -101,6 +103,10 @@ impl Held {
     pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long one connection is held before it goes back to the pool (the pool's own `max_lifetime`).
     pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+    /// How long [`Held::run`] waits for its work by default. Hot-path statements take milliseconds, a batch of
+    /// hundreds behind a slow disk well under a second: this much silence means the connection's path or server
+    /// hangs (a host gone without a reset, a stopped server), which TCP alone would wait out for many minutes.
+    pub const WORK_TIMEOUT: Duration = Duration::from_secs(10);
 
     pub fn new(pool: PgPool) -> Held {
         Held::with_checks(pool, Self::IDLE_CHECK, Self::TEST_TIMEOUT)
@@ -109,7 +115,39 @@ impl Held {
     /// [`Held::new`], testing the connection before a use that comes `idle_check` or more after the last, and
     /// taking it for dead when the test takes `test_timeout`.
     pub fn with_checks(pool: PgPool, idle_check: Duration, test_timeout: Duration) -> Held {
-        Held { pool, idle_check, test_timeout, conn: None }
+        Held { pool, idle_check, test_timeout, work_timeout: Self::WORK_TIMEOUT, conn: None }
+    }
+
+    /// This `Held`, giving [`Held::run`]'s work `work_timeout` instead of [`Held::WORK_TIMEOUT`].
+    pub fn with_work_timeout(mut self, work_timeout: Duration) -> Held {
+        self.work_timeout = work_timeout;
+        self
+    }
+
+    /// Runs `work` (statements, or a whole transaction) on the held connection. After an error that may have broken
+    /// the connection, or when `work` has no answer within the work timeout, the connection is closed (a
+    /// transaction left open with it is rolled back by the server) and the next use takes another. A timeout is
+    /// returned as an I/O error of kind `TimedOut`: whether the work committed is unknown, as when a connection
+    /// breaks before its answer.
+    pub async fn run<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let limit = self.work_timeout;
+        let result = match self.get().await {
+            Ok(conn) => match tokio::time::timeout(limit, work(conn)).await {
+                Ok(result) => result,
+                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from PostgreSQL within {} ms", limit.as_millis()),
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 
     /// The held connection, taken from the pool if none is held, if the one held was idle and fails its test, or if

@@ -36,6 +36,7 @@ use service_common::db::Held;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -89,6 +90,19 @@ impl Writer {
     /// Starts `writers` writer tasks on one queue; each commits on `pool`, hands what it committed to `relay` and
     /// counts its batches in `metrics`.
     pub fn spawn(pool: PgPool, subjects: Subjects, relay: Handoff, writers: usize, metrics: WriterMetrics) -> Writer {
+        Writer::spawn_with_timeout(pool, subjects, relay, writers, metrics, Held::WORK_TIMEOUT)
+    }
+
+    /// [`Writer::spawn`], each batch given `work_timeout` for its answer from PostgreSQL (see [`Held::run`]): a
+    /// batch that has none by then is answered `503`, and its writer goes on with another connection.
+    pub fn spawn_with_timeout(
+        pool: PgPool,
+        subjects: Subjects,
+        relay: Handoff,
+        writers: usize,
+        metrics: WriterMetrics,
+        work_timeout: Duration,
+    ) -> Writer {
         let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
         for _ in 0..writers.max(1) {
@@ -96,7 +110,7 @@ impl Writer {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 // Each writer keeps its own connection between batches (see `Held`).
-                let mut held = Held::new(pool);
+                let mut held = Held::new(pool).with_work_timeout(work_timeout);
                 loop {
                     let mut batch = Vec::new();
                     {
@@ -122,8 +136,8 @@ impl Writer {
     }
 }
 
-/// Writes a batch, or its changes one by one when the batch as a whole fails. After a failure the connection goes
-/// back to the pool, which tests it (a broken one is closed); the next statement takes one again.
+/// Writes a batch, or its changes one by one when the batch as a whole fails. A batch that cannot reach the
+/// database (no connection, a broken one, no answer within the work timeout) is answered `503` whole.
 async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
     // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
     // batch of its own after this one.
@@ -174,20 +188,14 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
     }
 }
 
-/// [`run`] on the held connection; closed after an error that may have broken it.
+/// [`run`] on the held connection, within its work timeout; the connection is closed after an error that may have
+/// broken it, or after no answer.
 async fn run_held(
     held: &mut Held,
     subjects: &Subjects,
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<(Written, WritePath), sqlx::Error> {
-    let result = match held.get().await {
-        Ok(conn) => run(conn, subjects, changes).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &result {
-        held.failed(e);
-    }
-    result
+    held.run(async |conn| run(conn, subjects, changes).await).await
 }
 
 /// Whether the database could not be reached (or the connection broke): the batch's changes are answered `503`

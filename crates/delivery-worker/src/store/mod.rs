@@ -29,17 +29,17 @@ fn shared(pool: PgPool) -> Arc<tokio::sync::Mutex<Held>> {
     Arc::new(tokio::sync::Mutex::new(Held::new(pool)))
 }
 
-/// Runs a batch's `write` of `items` items on the held connection: every item is unavailable when there is no
-/// connection, and a batch any of whose items found the database unavailable closes the connection (the next
-/// batch takes another).
+/// Runs a batch's `write` of `items` items on the held connection, within its work timeout: every item is
+/// unavailable when there is no connection or no answer in time, and a batch any of whose items found the
+/// database unavailable closes the connection (the next batch takes another).
 async fn on_held<R: Clone>(
     held: &tokio::sync::Mutex<Held>,
     items: usize,
     write: impl AsyncFnOnce(&mut PgConnection) -> Vec<Result<R, RecordError>>,
 ) -> Vec<Result<R, RecordError>> {
     let mut held = held.lock().await;
-    let results = match held.get().await {
-        Ok(conn) => write(conn).await,
+    let results = match held.run(async |conn| Ok::<_, sqlx::Error>(write(conn).await)).await {
+        Ok(results) => results,
         Err(e) => vec![Err(unavailable(e)); items],
     };
     if results.iter().any(|r| matches!(r, Err(RecordError::Unavailable(_)))) {
