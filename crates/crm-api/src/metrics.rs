@@ -11,7 +11,9 @@ use service_common::metrics::{latency_histogram, HttpMetrics, MetricsRegistry};
 /// How a writer batch was written: the `path` of `crm_writer_batches_total` and `crm_writer_changes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePath {
-    /// The one-statement write, first try.
+    /// The one-statement write of a batch of interests as new leads, without reading first.
+    Unread,
+    /// The one-statement write, first try after reading.
     Statement,
     /// Its second try, after a concurrent writer changed a row it had read.
     StatementAgain,
@@ -23,10 +25,12 @@ pub enum WritePath {
 
 impl WritePath {
     /// The paths a batch that was written can have taken.
-    pub const WRITTEN: [WritePath; 3] = [WritePath::Statement, WritePath::StatementAgain, WritePath::Locked];
+    pub const WRITTEN: [WritePath; 4] =
+        [WritePath::Unread, WritePath::Statement, WritePath::StatementAgain, WritePath::Locked];
 
     pub const fn as_str(self) -> &'static str {
         match self {
+            WritePath::Unread => "unread",
             WritePath::Statement => "statement",
             WritePath::StatementAgain => "statement_again",
             WritePath::Locked => "locked",
@@ -47,6 +51,8 @@ pub struct WriterMetrics {
     pub batches: Family<PathLabel, Counter>,
     /// Changes in those batches, by the same paths.
     pub changes: Family<PathLabel, Counter>,
+    /// Unread writes refused because a lead of theirs existed after all (the batch is then read and written).
+    pub unread_misses: Counter,
 }
 
 impl WriterMetrics {
@@ -55,6 +61,11 @@ impl WriterMetrics {
         let label = PathLabel { path: path.as_str() };
         self.batches.get_or_create(&label).inc();
         self.changes.get_or_create(&label).inc_by(changes as u64);
+    }
+
+    /// Counts an unread write refused because a lead of its batch existed.
+    pub fn unread_missed(&self) {
+        self.unread_misses.inc();
     }
 
     /// Batches written by `path` so far.
@@ -143,13 +154,18 @@ impl ApiMetrics {
             );
             r.register(
                 "crm_writer_batches",
-                "Writer batches by how they were written: statement, statement_again, locked, failed",
+                "Writer batches by how they were written: unread, statement, statement_again, locked, failed",
                 metrics.writer.batches.clone(),
             );
             r.register(
                 "crm_writer_changes",
                 "Row changes in writer batches, by how their batch was written",
                 metrics.writer.changes.clone(),
+            );
+            r.register(
+                "crm_writer_unread_misses",
+                "Unread writes of new leads refused because a lead existed after all; the batch was then read",
+                metrics.writer.unread_misses.clone(),
             );
             r.register(
                 "crm_outbox_publish_latency_seconds",

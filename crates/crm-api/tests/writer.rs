@@ -91,14 +91,15 @@ async fn changes_submitted_together_commit_together_each_with_its_own_answer() {
         sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetch_one(&pool).await.unwrap();
     assert_eq!(pending, 20, "each event's delivery is created with it");
     assert_eq!(
-        (metrics.batches(WritePath::Statement), metrics.changes(WritePath::Statement)),
+        (metrics.batches(WritePath::Unread), metrics.changes(WritePath::Unread)),
         (1, 20),
-        "one batch, one statement"
+        "one batch, one statement, nothing read for leads that are new"
     );
 }
 
 /// A writer keeps its connection between batches: a batch costs its statements' round trips (the read and the
-/// write), not two more per statement for the pool's tests of a connection it hands out and takes back.
+/// write, or the write alone for new leads), not two more per statement for the pool's tests of a connection it
+/// hands out and takes back.
 #[tokio::test]
 async fn a_writer_batch_costs_one_round_trip_per_statement() {
     let (db, pool, _, ws) = setup().await;
@@ -108,14 +109,75 @@ async fn a_writer_batch_costs_one_round_trip_per_statement() {
     let writer = Writer::spawn(writers_pool, Subjects::new("t"), Handoff::new().0, 1, metrics.clone());
     writer.submit(new_lead(ws, "first@example.com")).await.unwrap();
     let before = proxy.count();
+    let mut ids = Vec::new();
     for i in 0..10 {
+        ids.push(row(&writer.submit(new_lead(ws, &format!("lead{i}@example.com"))).await).id);
+    }
+    assert_eq!(metrics.batches(WritePath::Unread), 11, "each new lead a batch of its own, in one statement");
+    // The write alone for new leads; a second's idle on a loaded machine adds a test of the connection.
+    let round_trips = proxy.count() - before;
+    assert!((10..=12).contains(&round_trips), "{round_trips} round trips for ten batches of new leads");
+    let before = proxy.count();
+    for id in ids {
+        writer.submit(patch(ws, id, None, json!({"notes": "called"}))).await.unwrap();
+    }
+    assert_eq!(metrics.batches(WritePath::Statement), 10, "each edit a batch of its own, read and written");
+    let round_trips = proxy.count() - before;
+    assert!((20..=22).contains(&round_trips), "{round_trips} round trips for ten batches of edits");
+    assert_eq!(events(&pool).await, 21);
+}
+
+/// An interest in a lead that exists but that this writer has not written (another replica did, or an earlier
+/// process), written unread (as new), is refused whole by its statement and then read and written as an update of
+/// that lead: the answer is the same as if it had been read first. A repeat interest in a lead the writer wrote
+/// itself is read first.
+#[tokio::test]
+async fn an_unread_write_that_finds_its_lead_existing_is_read_and_written_again() {
+    let (_db, pool, other_replica, ws) = setup().await;
+    let first = other_replica.submit(new_lead(ws, "known@example.com")).await;
+    assert!(matches!(first, Ok(Outcome::Written { created: true, .. })), "{first:?}");
+    let metrics = WriterMetrics::default();
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 1, metrics.clone());
+    let again = writer.submit(new_lead(ws, "Known@Example.com")).await;
+    assert!(matches!(again, Ok(Outcome::Written { created: false, .. })), "{again:?}");
+    assert_eq!(row(&again).id, row(&first).id);
+    assert_eq!(row(&again).interest_count, 2);
+    assert_eq!(metrics.unread_misses.get(), 1);
+    assert_eq!((metrics.batches(WritePath::Unread), metrics.batches(WritePath::Statement)), (0, 1));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM crm_rows").fetch_one(&pool).await.unwrap();
+    assert_eq!((rows, events(&pool).await), (1, 2), "one lead, an event per change, nothing from the refused try");
+    let third = writer.submit(new_lead(ws, "known@example.com")).await;
+    assert_eq!(row(&third).interest_count, 3);
+    assert_eq!(metrics.unread_misses.get(), 1, "a lead it has written is read first");
+    assert_eq!(metrics.batches(WritePath::Statement), 2);
+}
+
+/// A writer whose interests keep finding leads it does not know (a campaign's replies to leads imported through
+/// another replica) stops writing unread after a miss or two: each batch then costs its read and its write, not a
+/// refused write as well.
+#[tokio::test]
+async fn a_writer_whose_interests_find_unknown_leads_reads_first() {
+    let (db, _pool, other_replica, ws) = setup().await;
+    for i in 0..10 {
+        other_replica.submit(new_lead(ws, &format!("lead{i}@example.com"))).await.unwrap();
+    }
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let writers_pool = sqlx::PgPool::connect(&proxy.url).await.unwrap();
+    let metrics = WriterMetrics::default();
+    let writer = Writer::spawn(writers_pool, Subjects::new("t"), Handoff::new().0, 1, metrics.clone());
+    for i in 0..5 {
         writer.submit(new_lead(ws, &format!("lead{i}@example.com"))).await.unwrap();
     }
-    assert_eq!(metrics.batches(WritePath::Statement), 11, "each change a batch of its own, in one statement");
-    // A read and a write per batch, nothing else; a second's idle on a loaded machine adds a test of the connection.
+    let misses = metrics.unread_misses.get();
+    assert!((1..=3).contains(&misses), "{misses} unread writes refused");
+    let before = proxy.count();
+    for i in 5..10 {
+        let answer = writer.submit(new_lead(ws, &format!("lead{i}@example.com"))).await;
+        assert!(matches!(answer, Ok(Outcome::Written { created: false, .. })), "{answer:?}");
+    }
+    assert_eq!(metrics.unread_misses.get(), misses, "no more unread tries");
     let round_trips = proxy.count() - before;
-    assert!((20..=22).contains(&round_trips), "{round_trips} round trips for ten batches");
-    assert_eq!(events(&pool).await, 11);
+    assert!((10..=12).contains(&round_trips), "{round_trips} round trips for five batches, each read and written");
 }
 
 /// A batch whose connection hangs (no error, no answer: a host gone without a reset) is answered `503` after the

@@ -66,6 +66,7 @@ pub struct Generator {
     counter: Arc<AtomicU64>,
     run: String,
     scenario: Scenario,
+    new_leads_only: bool,
 }
 
 impl Generator {
@@ -97,7 +98,14 @@ impl Generator {
             counter: Arc::default(),
             run: Uuid::new_v4().simple().to_string()[..8].to_owned(),
             scenario,
+            new_leads_only: false,
         })
+    }
+
+    /// This generator, sending only new leads (an import) instead of the usual mix.
+    pub fn new_leads_only(mut self) -> Self {
+        self.new_leads_only = true;
+        self
     }
 
     /// Offers `rate` requests per second for `duration`, then waits for every request to finish.
@@ -136,6 +144,7 @@ impl Generator {
                 stats: self.stats.clone(),
                 run: self.run.clone(),
                 scenario: self.scenario,
+                new_leads_only: self.new_leads_only,
             };
             tasks.spawn(async move { request.send(n, scheduled, phase).await });
             while tasks.try_join_next().is_some() {}
@@ -161,6 +170,7 @@ struct Request {
     stats: Arc<LoadStats>,
     run: String,
     scenario: Scenario,
+    new_leads_only: bool,
 }
 
 impl Request {
@@ -169,8 +179,8 @@ impl Request {
         let classes: Vec<Class> = self.targets.iter().map(|t| t.class).collect();
         let target = &self.targets[self.scenario.pick(n, &classes)];
         let ws = target.workspace_id;
-        // 50% new leads, 25% repeat interest, 25% cell edits (once the workspace has rows).
-        let kind = n % 4;
+        // 50% new leads, 25% repeat interest, 25% cell edits (once the workspace has rows); or new leads only.
+        let kind = if self.new_leads_only { 0 } else { n % 4 };
         let known = if kind >= 2 { target.pick(n / 4) } else { None };
         let replicas = self.api_urls.len();
         let mut response = None;

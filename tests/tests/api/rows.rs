@@ -46,10 +46,13 @@ async fn interest_creates_then_updates_a_row_with_one_event_each() {
     assert!(events[1].changed_fields.contains(&"interest_count".to_owned()));
     assert_eq!(events[1].previous["interest_type"], "positive_reply");
 
-    // Each change went alone, in one statement; /metrics says how the writers wrote.
+    // Each change went alone, in one statement; /metrics says how the writers wrote: the new lead without a read,
+    // the repeat interest in a lead this process wrote read first.
     let metrics = app.api.get("/metrics", None).await.text;
-    assert_eq!(metric(&metrics, r#"crm_writer_batches_total{path="statement"}"#), 2.0, "{metrics}");
-    assert_eq!(metric(&metrics, r#"crm_writer_changes_total{path="statement"}"#), 2.0);
+    assert_eq!(metric(&metrics, r#"crm_writer_batches_total{path="unread"}"#), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"crm_writer_batches_total{path="statement"}"#), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"crm_writer_changes_total{path="statement"}"#), 1.0);
+    assert_eq!(metric(&metrics, "crm_writer_unread_misses_total"), 0.0);
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@
 //! changed rows (each only if it is still at the version read), their events, their pending deliveries and the
 //! `Idempotency-Key`s with their responses in **one statement** that commits durably on its own
 //! ([`batch::write`]). Only then is any request answered, so a 2xx still means the change and its event are
-//! committed.
+//! committed. A batch of interests alone is usually all new leads (an import, a form): while that keeps holding,
+//! the writer skips the read and writes the batch as new in one round trip, reading it only if the statement finds
+//! a lead existing after all ([`Unread`]).
 //!
 //! The statement refuses itself (serialization failure, nothing written) when a row it changes has moved on since
 //! it was read, a lead it creates was created meanwhile, or a key it stores exists already (a replay, or the same
@@ -39,6 +41,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+mod unread;
+use unread::{Known, Unread};
 
 /// Most changes in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -105,12 +110,16 @@ impl Writer {
     ) -> Writer {
         let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+        let known = Known::shared();
         for _ in 0..writers.max(1) {
+            let known = known.clone();
             let (pool, subjects, relay, incoming) = (pool.clone(), subjects.clone(), relay.clone(), incoming.clone());
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                // Each writer keeps its own connection between batches (see `Held`).
-                let mut held = Held::new(pool).with_work_timeout(work_timeout);
+                // Each writer keeps its own connection between batches (see `Held`), and its own record of how its
+                // unread writes fare.
+                let mut task =
+                    Task { held: Held::new(pool).with_work_timeout(work_timeout), unread: Unread::new(known) };
                 loop {
                     let mut batch = Vec::new();
                     {
@@ -119,7 +128,7 @@ impl Writer {
                             return;
                         }
                     }
-                    write(&mut held, &subjects, &relay, &metrics, batch).await;
+                    write(&mut task, &subjects, &relay, &metrics, batch).await;
                 }
             });
         }
@@ -138,7 +147,7 @@ impl Writer {
 
 /// Writes a batch, or its changes one by one when the batch as a whole fails. A batch that cannot reach the
 /// database (no connection, a broken one, no answer within the work timeout) is answered `503` whole.
-async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
+async fn write(task: &mut Task, subjects: &Subjects, relay: &Handoff, metrics: &WriterMetrics, batch: Vec<Queued>) {
     // A key given twice in one batch: the later request must see the earlier one's stored answer, so it goes in a
     // batch of its own after this one.
     let mut seen = HashSet::new();
@@ -147,7 +156,7 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
         _ => true,
     });
     let items: Vec<(&Change, &BTreeMap<String, String>)> = now.iter().map(|q| (&q.change, &q.trace)).collect();
-    match run_held(held, subjects, &items).await {
+    match run_held(task, subjects, metrics, &items).await {
         Ok(((outcomes, committed), path)) => {
             metrics.written(path, items.len());
             relay.hand(committed);
@@ -172,7 +181,7 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
             tracing::debug!(error = %e, changes = now.len(), "batch failed; writing its changes one by one");
             metrics.written(WritePath::Failed, now.len());
             for q in now {
-                let outcome = run_held(held, subjects, &[(&q.change, &q.trace)]).await.map(
+                let outcome = run_held(task, subjects, metrics, &[(&q.change, &q.trace)]).await.map(
                     |((mut outcomes, committed), path)| {
                         metrics.written(path, 1);
                         relay.hand(committed);
@@ -184,18 +193,30 @@ async fn write(held: &mut Held, subjects: &Subjects, relay: &Handoff, metrics: &
         }
     }
     for q in later {
-        Box::pin(write(held, subjects, relay, metrics, vec![q])).await;
+        Box::pin(write(task, subjects, relay, metrics, vec![q])).await;
     }
 }
 
 /// [`run`] on the held connection, within its work timeout; the connection is closed after an error that may have
 /// broken it, or after no answer.
 async fn run_held(
-    held: &mut Held,
+    task: &mut Task,
     subjects: &Subjects,
+    metrics: &WriterMetrics,
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<(Written, WritePath), sqlx::Error> {
-    held.run(async |conn| run(conn, subjects, changes).await).await
+    let unread = &mut task.unread;
+    let result = task.held.run(async |conn| run(conn, subjects, unread, metrics, changes).await).await;
+    if result.is_ok() {
+        task.unread.remember(changes.iter().map(|(c, _)| *c));
+    }
+    result
+}
+
+/// What one writer task keeps between batches.
+struct Task {
+    held: Held,
+    unread: Unread,
 }
 
 /// Whether the database could not be reached (or the connection broke): the batch's changes are answered `503`
@@ -237,14 +258,30 @@ type Written = (Vec<ApiResult<Outcome>>, Vec<Pending>);
 async fn run(
     conn: &mut PgConnection,
     subjects: &Subjects,
+    unread: &mut Unread,
+    metrics: &WriterMetrics,
     changes: &[(&Change, &BTreeMap<String, String>)],
 ) -> Result<(Written, WritePath), sqlx::Error> {
+    // Interests only, in leads this process has not written lately: perhaps every lead is new (see `Unread`).
+    if unread.try_now(changes.iter().map(|(c, _)| *c)) {
+        match run_unlocked(&mut *conn, subjects, changes, Read::Skip).await {
+            Ok(written) => {
+                unread.fared(true);
+                return Ok((written, WritePath::Unread));
+            }
+            Err(e) if is_transient(&e) => {
+                unread.fared(false);
+                metrics.unread_missed();
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // A row another writer changed between the read and the write refuses the statement; read and write again
     // once (that writer has committed by then) before taking locks. A batch with an `Idempotency-Key` is refused
     // every time one of its keys is a replay, so it tries once.
     let keyed = changes.iter().any(|(c, _)| matches!(c, Change::Interest { key: Some(_), .. }));
     for try_ in 0..if keyed { 1 } else { UNLOCKED_TRIES } {
-        match run_unlocked(&mut *conn, subjects, changes).await {
+        match run_unlocked(&mut *conn, subjects, changes, Read::Rows).await {
             Ok(written) => {
                 return Ok((written, if try_ == 0 { WritePath::Statement } else { WritePath::StatementAgain }))
             }
@@ -415,11 +452,17 @@ async fn run_unlocked(
     conn: &mut PgConnection,
     subjects: &Subjects,
     items: &[(&Change, &BTreeMap<String, String>)],
+    read: Read,
 ) -> Result<Written, sqlx::Error> {
     let changes: Vec<&Change> = items.iter().map(|(c, _)| *c).collect();
     let mut outcomes: Vec<Option<ApiResult<Outcome>>> = changes.iter().map(|_| None).collect();
-    let (emails, ids) = targets(&changes, &outcomes);
-    let read = rows::read_for_change(&mut *conn, &emails, &ids).await?;
+    let read = match read {
+        Read::Rows => {
+            let (emails, ids) = targets(&changes, &outcomes);
+            rows::read_for_change(&mut *conn, &emails, &ids).await?
+        }
+        Read::Skip => Vec::new(),
+    };
     let now = Utc::now().trunc_subsecs(6);
     let applied = Applied::apply(&changes, &mut outcomes, read, now);
     if applied.events.is_empty() {
@@ -443,6 +486,15 @@ async fn run_unlocked(
     .await?;
     let committed = committed(messages, &seqs, Utc::now());
     Ok((answers(outcomes), committed))
+}
+
+/// Whether [`run_unlocked`] reads the rows its changes are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Rows,
+    /// Takes every row for new: a batch of interests whose leads are expected not to exist. If one does, the write
+    /// refuses itself like a write that read a row which has moved on since.
+    Skip,
 }
 
 /// One try at the batch in a transaction that locks what it touches; `None` when a new lead turned out to exist

@@ -23,7 +23,7 @@ const HELP: &str = "crm-bench — end-to-end benchmark of crm-webhook-sync
 USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
               [--scenario uniform|hot|mixed] [--hot-share F] [--hang-share F]
-              [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other]
+              [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other] [--import]
               [--env NAME=VALUE]... [--find-max] [--no-build] [--no-analyze]
 
     --rate R               events offered per second (default 1000; the starting rate with --find-max)
@@ -36,6 +36,8 @@ USAGE:
                            whose endpoint never answers (its events are not expected; the others' are)
     --hot-share F          the hot workspace's share of the load (default 0.8)
     --hang-share F         the hanging workspace's share of the load (default 0.02)
+    --import               every request a new lead, as an import sends them (default: 50% new leads, 25% repeat
+                           interest in known leads, 25% cell edits)
     --worker-concurrency C WORKER_CONCURRENCY of each worker (default 64; 256 with a receiver delay)
     --warmup S             unmeasured warm-up at the same rate (default 5)
     --drain-timeout S      how long to wait for the backlog after the window (default 60)
@@ -66,6 +68,8 @@ struct Args {
     env: Vec<(String, String)>,
     /// ANALYZE the database after the warm-up.
     analyze: bool,
+    /// Every request a new lead (`--import`).
+    import: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -84,6 +88,7 @@ fn parse_args() -> Result<Args, String> {
         build: true,
         env: Vec::new(),
         analyze: true,
+        import: false,
     };
     let (mut scenario, mut hot_share, mut hang_share) = ("uniform".to_owned(), 0.8, 0.02);
     let mut it = std::env::args().skip(1);
@@ -110,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--find-max" => args.find_max = true,
             "--no-build" => args.build = false,
             "--no-analyze" => args.analyze = false,
+            "--import" => args.import = true,
             "--env" => {
                 let pair = value("--env")?;
                 let (name, v) = pair.split_once('=').ok_or_else(|| format!("--env: `{pair}` is not NAME=VALUE"))?;
@@ -210,7 +216,10 @@ async fn measure(
         sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut conn).await?
     };
     let targets = stack.targets(args.scenario, args.workspaces, receiver).await?;
-    let generator = Generator::new(&stack.api_url, targets, ledger.clone(), args.scenario)?;
+    let mut generator = Generator::new(&stack.api_url, targets, ledger.clone(), args.scenario)?;
+    if args.import {
+        generator = generator.new_leads_only();
+    }
 
     eprintln!("warm-up: {rate:.0}/s for {:.0} s", args.warmup);
     generator.run(rate, Duration::from_secs_f64(args.warmup), Phase::Warmup).await;
@@ -275,6 +284,7 @@ async fn measure(
         "workers": args.workers,
         "workspaces": args.workspaces,
         "scenario": args.scenario.name(),
+        "mix": if args.import { "import" } else { "crm" },
         "worker_concurrency": worker_concurrency(args),
         "receiver_delay_ms": args.receiver_delay_ms,
         "accepted": report.accepted,
