@@ -13,7 +13,9 @@ use crm_api::service::writer::{Change, IdempotencyKey, Outcome, Writer};
 use crm_events::Subjects;
 use futures::future::join_all;
 use serde_json::json;
+use service_common::db::Held;
 use sqlx::PgPool;
+use std::time::Duration;
 use test_support::TestDb;
 use uuid::Uuid;
 
@@ -187,24 +189,68 @@ async fn a_batch_on_a_connection_that_hangs_is_answered_unavailable_after_the_wo
     let (db, pool, _, ws) = setup().await;
     let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
     let writers_pool = sqlx::PgPool::connect(&proxy.url).await.unwrap();
-    let timeout = std::time::Duration::from_millis(300);
-    let writer = Writer::spawn_with_timeout(
-        writers_pool,
-        Subjects::new("t"),
-        Handoff::new().0,
-        1,
-        WriterMetrics::default(),
-        timeout,
-    );
+    // No idle test (it would find the hang by itself, within its own limit): only the work timeout is at play.
+    let hold =
+        |pool| Held::with_checks(pool, Duration::MAX, Held::TEST_TIMEOUT).with_work_timeout(Duration::from_secs(2));
+    let writer =
+        Writer::spawn_holding(writers_pool, Subjects::new("t"), Handoff::new().0, 1, WriterMetrics::default(), hold);
     writer.submit(new_lead(ws, "first@example.com")).await.unwrap();
     proxy.freeze();
-    // Well under the held connection's idle test (which would find the hang by itself, after its own 5 s).
-    let hung = tokio::time::timeout(std::time::Duration::from_secs(4), writer.submit(new_lead(ws, "hung@example.com")))
+    let hung = tokio::time::timeout(Duration::from_secs(8), writer.submit(new_lead(ws, "hung@example.com")))
         .await
         .expect("an answer within the work timeout");
     assert!(matches!(hung, Err(ApiError::Unavailable)), "{hung:?}");
     writer.submit(new_lead(ws, "after@example.com")).await.expect("written on a new connection");
     assert_eq!(events(&pool).await, 2, "the hung batch never reached the server");
+}
+
+/// A statement the server ends itself (its `statement_timeout`, a shutdown) is the database being unavailable:
+/// `503`, not an internal error.
+#[tokio::test]
+async fn a_statement_the_server_cancels_is_unavailable_not_internal() {
+    let (_db, pool, _, _) = setup().await;
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET statement_timeout = '10ms'").execute(&mut *conn).await.unwrap();
+    let cancelled = sqlx::query("SELECT pg_sleep(1)").execute(&mut *conn).await.unwrap_err();
+    assert!(matches!(ApiError::from(cancelled), ApiError::Unavailable));
+    let refused = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await.unwrap_err();
+    assert!(matches!(ApiError::from(refused), ApiError::Internal(_)));
+}
+
+/// The hot-path pools carry the server's own limits, below the client's work timeout.
+#[tokio::test]
+async fn hot_path_pools_carry_the_servers_limits() {
+    let (db, _pool, _, _) = setup().await;
+    let url = secrecy::SecretString::from(db.url.clone());
+    let pool =
+        service_common::db::connect_key_lookups(&url, 1, "test", service_common::db::Commit::Durable).await.unwrap();
+    let show = |name: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, String>(&format!("SHOW {name}")).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!(show("statement_timeout").await, "8s");
+    assert_eq!(show("idle_in_transaction_session_timeout").await, "15s");
+}
+
+/// A batch of new leads written unread in which one lead exists (written by another replica) and one is named twice
+/// in two spellings: refused whole, then read and written, each change answered as if it had been read first.
+#[tokio::test]
+async fn an_unread_batch_with_an_existing_lead_answers_each_change_as_read() {
+    let (_db, pool, other_replica, ws) = setup().await;
+    let existing = row(&other_replica.submit(new_lead(ws, "old@example.com")).await).id;
+    let metrics = WriterMetrics::default();
+    let writer = Writer::spawn(pool.clone(), Subjects::new("t"), Handoff::new().0, 1, metrics.clone());
+    let changes = ["new@example.com", "OLD@example.com", "New@Example.com"].map(|e| writer.submit(new_lead(ws, e)));
+    let answers = join_all(changes).await;
+    assert!(matches!(answers[0], Ok(Outcome::Written { created: true, .. })), "{answers:?}");
+    assert!(matches!(answers[1], Ok(Outcome::Written { created: false, .. })), "{answers:?}");
+    assert!(matches!(answers[2], Ok(Outcome::Written { created: false, .. })), "{answers:?}");
+    assert_eq!(row(&answers[1]).id, existing);
+    assert_eq!(row(&answers[2]).id, row(&answers[0]).id, "one lead for both spellings");
+    assert_eq!(row(&answers[2]).interest_count, 2);
+    assert_eq!(metrics.unread_misses.get(), 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM crm_rows").fetch_one(&pool).await.unwrap();
+    assert_eq!((rows, events(&pool).await), (2, 4));
 }
 
 /// A batch that cannot reach the database is answered `503` whole: its changes are not tried one by one, each

@@ -248,10 +248,10 @@ async fn work_on_a_held_connection_that_hangs_times_out_and_the_connection_is_re
     let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
     let through_proxy = PgPool::connect(&proxy.url).await.unwrap();
     let mut held = Held::with_checks(through_proxy, Duration::MAX, Held::TEST_TIMEOUT)
-        .with_work_timeout(Duration::from_millis(200));
+        .with_work_timeout(Duration::from_millis(1500));
     let first = held.run(async |conn| backend_pid(conn).await).await.unwrap();
     proxy.freeze();
-    let hung = tokio::time::timeout(Duration::from_secs(3), held.run(async |conn| backend_pid(conn).await))
+    let hung = tokio::time::timeout(Duration::from_secs(8), held.run(async |conn| backend_pid(conn).await))
         .await
         .expect("given up on within the work timeout")
         .unwrap_err();

@@ -41,9 +41,17 @@ pub enum Commit {
 pub const KEY_LOOKUP_PLANS: [(&str, &str); 3] =
     [("enable_seqscan", "off"), ("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
 
+/// The server's own limits on a hot-path connection, below [`Held::WORK_TIMEOUT`]: a statement (lock waits
+/// included) that runs 8 s is cancelled by PostgreSQL, and a transaction left idle for 15 s (its client gone
+/// without the server noticing) is ended with its session, so a slow but running server fails the work cleanly,
+/// with nothing committed, before the client's own limit gives up on it, and a client that gave up leaves no
+/// transaction holding row locks behind.
+pub const SERVER_LIMITS: [(&str, &str); 2] =
+    [("statement_timeout", "8s"), ("idle_in_transaction_session_timeout", "15s")];
+
 /// Opens a pool for the hot path's batched key lookups and writes (crm-api's writers and relay, the worker's
-/// claims and records): [`KEY_LOOKUP_PLANS`], commits as `commit` says, and one plan per statement and connection
-/// (`plan_cache_mode = force_generic_plan`).
+/// claims and records): [`KEY_LOOKUP_PLANS`], [`SERVER_LIMITS`], commits as `commit` says, and one plan per
+/// statement and connection (`plan_cache_mode = force_generic_plan`).
 ///
 /// Planning each execution again was more than half of the server's time in some of these statements at small
 /// batches. Caching is right for them because every statement with parameters finds its rows through a unique
@@ -62,6 +70,7 @@ pub async fn connect_key_lookups(
 ) -> Result<PgPool, sqlx::Error> {
     let mut settings = KEY_LOOKUP_PLANS.to_vec();
     settings.push(("plan_cache_mode", "force_generic_plan"));
+    settings.extend(SERVER_LIMITS);
     if commit == Commit::Async {
         settings.push(("synchronous_commit", "off"));
     }
@@ -103,9 +112,11 @@ impl Held {
     pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long one connection is held before it goes back to the pool (the pool's own `max_lifetime`).
     pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
-    /// How long [`Held::run`] waits for its work by default. Hot-path statements take milliseconds, a batch of
-    /// hundreds behind a slow disk well under a second: this much silence means the connection's path or server
-    /// hangs (a host gone without a reset, a stopped server), which TCP alone would wait out for many minutes.
+    /// How long [`Held::run`] waits for its work by default (the whole of it: a writer batch with all its tries, a
+    /// worker batch split record by record). Hot-path statements take milliseconds, a batch of hundreds behind a
+    /// slow disk well under a second, and the server cancels a statement after 8 s itself ([`SERVER_LIMITS`]):
+    /// this much silence means the connection's path or server hangs (a host gone without a reset, a stopped
+    /// server), which TCP alone would wait out for many minutes.
     pub const WORK_TIMEOUT: Duration = Duration::from_secs(10);
 
     pub fn new(pool: PgPool) -> Held {
@@ -197,13 +208,28 @@ impl Held {
 
 /// Whether `error` is the server refusing a statement on a connection that stays usable: an error it answered
 /// with, except those that end or doom the session (connection exceptions `08`, insufficient resources `53`,
-/// operator intervention `57`, system errors `58`, internal errors `XX`).
+/// operator intervention `57`, system errors `58`, internal errors `XX`, an idle transaction's timeout `25P03`).
 pub fn is_refusal(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => !matches!(
-            db.code().as_deref().map(|code| &code[..2.min(code.len())]),
-            Some("08" | "53" | "57" | "58" | "XX")
-        ),
+        sqlx::Error::Database(db) => !db.code().is_some_and(|code| {
+            code == "25P03" || matches!(&code[..2.min(code.len())], "08" | "53" | "57" | "58" | "XX")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether `error` says the database is not there to do the work, rather than refusing it: no connection (the
+/// pool timed out or closed, the socket failed or had no answer), or the server ended the statement or session for
+/// reasons of its own: a connection exception (`08`), insufficient resources (`53`, too many connections among
+/// them), operator intervention (`57`: a shutdown, a restart, a statement cancelled by `statement_timeout`), or an
+/// idle transaction ended by `idle_in_transaction_session_timeout` (`25P03`). Such work may succeed if tried again
+/// later; the API answers it `503`.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code == "25P03" || matches!(&code[..2.min(code.len())], "08" | "53" | "57"))
+        }
         _ => false,
     }
 }

@@ -38,7 +38,6 @@ use service_common::db::Held;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -95,18 +94,18 @@ impl Writer {
     /// Starts `writers` writer tasks on one queue; each commits on `pool`, hands what it committed to `relay` and
     /// counts its batches in `metrics`.
     pub fn spawn(pool: PgPool, subjects: Subjects, relay: Handoff, writers: usize, metrics: WriterMetrics) -> Writer {
-        Writer::spawn_with_timeout(pool, subjects, relay, writers, metrics, Held::WORK_TIMEOUT)
+        Writer::spawn_holding(pool, subjects, relay, writers, metrics, Held::new)
     }
 
-    /// [`Writer::spawn`], each batch given `work_timeout` for its answer from PostgreSQL (see [`Held::run`]): a
-    /// batch that has none by then is answered `503`, and its writer goes on with another connection.
-    pub fn spawn_with_timeout(
+    /// [`Writer::spawn`], each writer keeping its connection as `hold` sets it up (its checks and its work timeout,
+    /// see [`Held`]).
+    pub fn spawn_holding(
         pool: PgPool,
         subjects: Subjects,
         relay: Handoff,
         writers: usize,
         metrics: WriterMetrics,
-        work_timeout: Duration,
+        hold: fn(PgPool) -> Held,
     ) -> Writer {
         let (queue, incoming) = mpsc::channel::<Queued>(4 * MAX_BATCH);
         let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
@@ -118,8 +117,7 @@ impl Writer {
             tokio::spawn(async move {
                 // Each writer keeps its own connection between batches (see `Held`), and its own record of how its
                 // unread writes fare.
-                let mut task =
-                    Task { held: Held::new(pool).with_work_timeout(work_timeout), unread: Unread::new(known) };
+                let mut task = Task { held: hold(pool), unread: Unread::new(known) };
                 loop {
                     let mut batch = Vec::new();
                     {
@@ -219,10 +217,14 @@ struct Task {
     unread: Unread,
 }
 
-/// Whether the database could not be reached (or the connection broke): the batch's changes are answered `503`
-/// at once rather than tried one by one.
+/// Whether the database could not be reached, the connection broke, or the server ended the work itself (a
+/// statement timeout, a shutdown): the batch's changes are answered `503` at once rather than tried one by one.
 fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+    service_common::db::is_unavailable(e)
+}
+
+fn is_serialization_failure(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
 }
 
 /// Whether a failed transaction is worth running again as it was: a deadlock or a serialization failure.
@@ -269,10 +271,12 @@ async fn run(
                 unread.fared(true);
                 return Ok((written, WritePath::Unread));
             }
-            Err(e) if is_transient(&e) => {
+            // The guard: a lead taken for new exists (the batch has no keys, see `Unread::try_now`).
+            Err(e) if is_serialization_failure(&e) => {
                 unread.fared(false);
                 metrics.unread_missed();
             }
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }

@@ -1,13 +1,13 @@
 //! Writing a batch of new leads without reading first.
 //!
-//! A batch of interests is often all new leads (an import, a form): the read would find nothing, so the writer can
-//! skip it and write the batch as all new, one round trip instead of two. If a lead exists after all, the
+//! A batch of interests (without `Idempotency-Key`s) is often all new leads (an import, a form): the read would
+//! find nothing, so the writer can skip it and write the batch as all new, one round trip instead of two. If a lead exists after all, the
 //! statement refuses itself (nothing is written) and the batch is read and written as usual. That miss costs more
 //! than the read it was meant to save (a refused write), so the writer guesses only where a miss is unlikely:
 //!
 //! - **Not for leads it knows.** A lead this process has written lately (a repeat interest in it is common: a reply
 //!   to a campaign) is read first. [`Known`] remembers them, shared by the writers, as 64-bit hashes of (workspace,
-//!   lowercased email) in two generations of at most [`Known::GENERATION`] each (about 2 MiB at most); a hash
+//!   lowercased email) in two generations of at most [`Known::GENERATION`] each (about 2.5 MiB at most); a hash
 //!   collision only costs a read.
 //! - **Not while guesses keep missing.** Leads written by another replica, or before this process started, are
 //!   not known: the writer writes unread while the success rate of its recent tries (a moving average) is at least
@@ -39,14 +39,15 @@ impl Unread {
         Unread { rate: 1.0, since_try: 0, known }
     }
 
-    /// Whether to write `changes` unread now: interests only, none in a lead this process has written lately, and
-    /// recent tries mostly right (or a probe is due).
+    /// Whether to write `changes` unread now: interests only, without `Idempotency-Key`s (a replayed key would
+    /// refuse the statement as an existing lead does), none in a lead this process has written lately, and recent
+    /// tries mostly right (or a probe is due).
     pub(super) fn try_now<'a>(&mut self, changes: impl IntoIterator<Item = &'a Change>) -> bool {
         {
             let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             for change in changes {
                 match change {
-                    Change::Interest { workspace_id, interest, .. }
+                    Change::Interest { workspace_id, interest, key: None }
                         if !known.contains(*workspace_id, &interest.email) => {}
                     _ => return false,
                 }
@@ -147,6 +148,18 @@ mod tests {
             assert!(batches < 64 * 64, "never back");
         }
         assert!(unread.try_now(&new));
+    }
+
+    #[test]
+    fn a_batch_with_idempotency_keys_is_read_first() {
+        let ws = Uuid::now_v7();
+        let mut keyed = interest(ws, "new@example.com");
+        if let Change::Interest { key, .. } = &mut keyed {
+            *key = Some(crate::service::writer::IdempotencyKey { key: "k1".into(), request_hash: vec![1] });
+        }
+        let mut unread = Unread::new(Known::shared());
+        assert!(!unread.try_now(&[keyed]));
+        assert!(unread.try_now(&[interest(ws, "new@example.com")]));
     }
 
     #[test]
