@@ -73,7 +73,7 @@ impl Application {
         };
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
-            .merge(routes::router(state.clone(), config.max_in_flight))
+            .merge(routes::router(state.clone(), config.max_in_flight, config.request_timeout))
             .merge(health::router(readiness))
             .merge(crate::console::router())
             .method_not_allowed_fallback(|| async { routes::MethodNotAllowed })

@@ -97,25 +97,50 @@ async fn openapi() -> Response {
 }
 
 /// The API routes; [`crate::startup`] adds the operational routes, the console and the metrics layer. At most
-/// `max_in_flight` API requests are served at once.
-pub fn router(state: AppState, max_in_flight: usize) -> Router {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+/// `max_in_flight` API requests are served at once, each for at most `request_timeout`.
+pub fn router(state: AppState, max_in_flight: usize, request_timeout: std::time::Duration) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(slots, admit))
+        .layer(axum::middleware::from_fn_with_state(Admission::new(max_in_flight, request_timeout), admit))
+}
+
+/// How many API requests are served at once, and for how long each.
+#[derive(Clone)]
+pub struct Admission {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    request_timeout: std::time::Duration,
+}
+
+impl Admission {
+    pub fn new(max_in_flight: usize, request_timeout: std::time::Duration) -> Admission {
+        Admission { slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight)), request_timeout }
+    }
 }
 
 /// Admission control: a request beyond the limit is refused at once (503, `Retry-After: 1`) rather than queued, so
 /// an overload costs the client a retry instead of costing the service unbounded memory and everyone's latency.
-async fn admit(
-    axum::extract::State(slots): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+/// A request still unanswered after the request timeout (its database path hangs, say) is answered 503 and
+/// dropped, and gives its slot back: without that, requests stuck until TCP gives up would hold every slot and
+/// the API would refuse everything long after the database was back. A change it had handed to a writer may
+/// still commit, as when a connection breaks before its answer.
+pub async fn admit(
+    axum::extract::State(admission): axum::extract::State<Admission>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match slots.try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
+    match admission.slots.clone().try_acquire_owned() {
+        Ok(_permit) => match tokio::time::timeout(admission.request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = admission.request_timeout.as_millis() as u64,
+                    "request unanswered within the request timeout"
+                );
+                ApiError::Unavailable.into_response()
+            }
+        },
         Err(_) => ApiError::Overloaded.into_response(),
     }
 }
@@ -141,6 +166,39 @@ impl IntoResponse for MethodNotAllowed {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The status line and headers of one HTTP/1.1 `GET path` to `app`, served on a port of its own.
+    async fn get_head(app: Router, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_string(&mut response))
+            .await
+            .expect("an answer")
+            .unwrap();
+        response.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_unanswered_within_the_request_timeout_is_unavailable_and_frees_its_slot() {
+        let admission = Admission::new(1, std::time::Duration::from_millis(200));
+        let app = Router::new()
+            .route("/hangs", axum::routing::get(std::future::pending::<&'static str>))
+            .route("/answers", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(admission, admit));
+        let head = get_head(app.clone(), "/hangs").await;
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        assert!(head.contains("application/problem+json"), "{head}");
+        assert!(head.to_lowercase().contains("retry-after: 1"), "{head}");
+        // The one slot is free again.
+        let head = get_head(app, "/answers").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
 
     fn document() -> Value {
         serde_json::from_slice(openapi_document()).expect("the document is JSON")

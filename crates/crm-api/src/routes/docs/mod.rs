@@ -179,8 +179,8 @@ problem_responses! {
     ValidationFailed: "The body, a header or a query parameter is invalid; `errors` names every invalid field. \
         Nothing was changed.",
         ApiError::field("lead.email", "must be an email address such as name@example.com"), "ValidationProblem";
-    Unavailable: "The database is unreachable, or more requests are in progress than `CRM_API_MAX_IN_FLIGHT`: \
-        retry after the `Retry-After` seconds (1).",
+    Unavailable: "The database is unreachable, more requests are in progress than `CRM_API_MAX_IN_FLIGHT`, or the \
+        request was not answered within `CRM_API_REQUEST_TIMEOUT_MS`: retry after the `Retry-After` seconds (1).",
         ApiError::Overloaded, "Problem";
     InternalError: "An unexpected error. The body is opaque; the error is logged with its cause.",
         ApiError::internal(anyhow::anyhow!("opaque")), "Problem";
