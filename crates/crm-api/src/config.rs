@@ -19,8 +19,8 @@ pub struct ApiConfig {
     /// `CRM_API_MAX_IN_FLIGHT` (default 512): API requests served at once; the excess is answered 503 with
     /// `Retry-After` at once instead of queueing without bound.
     pub max_in_flight: usize,
-    /// `CRM_API_REQUEST_TIMEOUT_MS` (default 30000): an API request still unanswered after this is answered 503
-    /// and gives its slot back.
+    /// `CRM_API_REQUEST_TIMEOUT_MS` (default 60000, longer than the body's limit): an API request still unanswered
+    /// after this is answered 503 and gives its slot back.
     pub request_timeout: Duration,
     /// `CRM_API_HEADER_TIMEOUT_MS` (default 30000): a client must send a whole request head within this. The clock
     /// starts when the server is ready for the next request, so it also closes keep-alive connections idle this
@@ -78,10 +78,6 @@ impl ApiConfig {
         if !(1..=100_000).contains(&max_in_flight) {
             return Err(ConfigError::invalid("CRM_API_MAX_IN_FLIGHT", "must be from 1 to 100000"));
         }
-        let request_timeout = env.millis_or("CRM_API_REQUEST_TIMEOUT_MS", 30_000)?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::invalid("CRM_API_REQUEST_TIMEOUT_MS", "must be at least 1 millisecond"));
-        }
         let header_read_timeout = env.millis_or("CRM_API_HEADER_TIMEOUT_MS", 30_000)?;
         let body_read_timeout = env.millis_or("CRM_API_BODY_TIMEOUT_MS", 10_000)?;
         for (name, value) in
@@ -90,6 +86,14 @@ impl ApiConfig {
             if value.is_zero() {
                 return Err(ConfigError::invalid(name, "must be at least 1 millisecond"));
             }
+        }
+        let request_timeout = env.millis_or("CRM_API_REQUEST_TIMEOUT_MS", 60_000)?;
+        if request_timeout <= body_read_timeout {
+            // A body that trickles must meet the body's limit (408) before the request's (503).
+            return Err(ConfigError::invalid(
+                "CRM_API_REQUEST_TIMEOUT_MS",
+                "must be longer than CRM_API_BODY_TIMEOUT_MS",
+            ));
         }
         let writers: usize = env.parse_or("CRM_API_WRITERS", 2, "a number from 1 to 16")?;
         if !(1..=16).contains(&writers) {
@@ -156,12 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn the_request_timeout_defaults_to_30_s_and_is_never_zero() {
-        assert_eq!(config(None).unwrap().request_timeout, Duration::from_secs(30));
-        let set = config_with(Some(("CRM_API_REQUEST_TIMEOUT_MS", "2500"))).unwrap();
-        assert_eq!(set.request_timeout, Duration::from_millis(2500));
-        let zero = config_with(Some(("CRM_API_REQUEST_TIMEOUT_MS", "0"))).unwrap_err();
-        assert_eq!(zero.variable, "CRM_API_REQUEST_TIMEOUT_MS");
+    fn the_request_timeout_defaults_to_60_s_and_outlasts_the_bodys() {
+        assert_eq!(config(None).unwrap().request_timeout, Duration::from_secs(60));
+        let set = config_with(Some(("CRM_API_REQUEST_TIMEOUT_MS", "12500"))).unwrap();
+        assert_eq!(set.request_timeout, Duration::from_millis(12500));
+        for raw in ["0", "10000"] {
+            let refused = config_with(Some(("CRM_API_REQUEST_TIMEOUT_MS", raw))).unwrap_err();
+            assert_eq!(refused.variable, "CRM_API_REQUEST_TIMEOUT_MS", "{raw}");
+        }
     }
 
     const DAY: u64 = 24 * 60 * 60;

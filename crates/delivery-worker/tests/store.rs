@@ -260,3 +260,29 @@ async fn work_on_a_held_connection_that_hangs_times_out_and_the_connection_is_re
     let next = held.run(async |conn| backend_pid(conn).await).await.expect("a new connection past the hung one");
     assert_ne!(next, first);
 }
+
+/// A connection given back to a pool while its path hangs (its statement dropped mid-way, as a request's timeout
+/// drops its handler) is closed within the release test's limit, and its place in the pool serves again: sqlx's
+/// own test of a connection given back would wait for it until TCP gives up.
+#[tokio::test]
+async fn a_connection_given_back_that_hangs_is_closed_and_its_place_freed() {
+    let (db, _pool, _) = database().await;
+    let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
+    let url = secrecy::SecretString::from(proxy.url.clone());
+    let pool = service_common::db::connect(&url, 1, "test").await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let first = backend_pid(&mut conn).await.unwrap();
+    proxy.freeze();
+    let dropped = tokio::time::timeout(Duration::from_millis(200), backend_pid(&mut conn)).await;
+    assert!(dropped.is_err(), "the statement had no answer");
+    drop(conn);
+    // The release test gives up after 5 s; an acquire waits up to 5 s at a time.
+    let started = std::time::Instant::now();
+    let next = loop {
+        match pool.acquire().await {
+            Ok(mut conn) => break backend_pid(&mut conn).await.unwrap(),
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(20), "no connection after 20 s: {e}"),
+        }
+    };
+    assert_ne!(next, first);
+}

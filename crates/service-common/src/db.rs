@@ -13,8 +13,28 @@ pub async fn connect(url: &SecretString, max_connections: u32, application: &str
     pool_options(max_connections).connect_with(options).await
 }
 
+/// The pools' options. A connection given back is tested within [`Held::TEST_TIMEOUT`] first (`after_release`),
+/// and closed if the test fails or has no answer: sqlx tests it again itself afterwards, with no time limit, which
+/// on a connection whose path hangs (a statement dropped mid-way, say by a request's timeout) would keep its place
+/// in the pool until TCP gives up, and a few such places would leave the pool with none to hand out.
 fn pool_options(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(max_connections).min_connections(1).acquire_timeout(Duration::from_secs(5))
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                match tokio::time::timeout(Held::TEST_TIMEOUT, conn.ping()).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "a connection given back did not answer its test",
+                    ))),
+                }
+            })
+        })
 }
 
 /// Whether a pool's commits wait for the WAL flush.

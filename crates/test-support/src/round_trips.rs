@@ -108,8 +108,8 @@ async fn proxy(client: TcpStream, server: TcpStream, syncs: Arc<AtomicU64>, froz
             pending.drain(..total);
         }
         if frozen() {
-            // Hold the connection open and carry nothing, until the client gives up on it.
-            let _ = client_read.read(&mut chunk).await;
+            // Hold the connection open and carry nothing, whatever more the client sends, until it gives up on it.
+            while let Ok(1..) = client_read.read(&mut chunk).await {}
             break;
         }
         if server_write.write_all(&chunk[..n]).await.is_err() {
