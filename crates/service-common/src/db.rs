@@ -22,19 +22,21 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                use sqlx::Connection;
-                match tokio::time::timeout(Held::TEST_TIMEOUT, conn.ping()).await {
-                    Ok(Ok(())) => Ok(true),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "a connection given back did not answer its test",
-                    ))),
-                }
-            })
-        })
+        .after_release(|conn, _| Box::pin(async move { ping_within(conn, Held::TEST_TIMEOUT).await.map(|()| true) }))
+}
+
+/// Tests `conn` with a ping that must be answered within `limit`; no answer is an I/O error of kind `TimedOut`.
+async fn ping_within(conn: &mut sqlx::PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    tokio::time::timeout(limit, conn.ping()).await.unwrap_or_else(|_| Err(timed_out("its test", limit)))
+}
+
+/// The error of work on a connection that had no answer within `limit`.
+fn timed_out(what: &str, limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer from PostgreSQL to {what} within {} ms", limit.as_millis()),
+    ))
 }
 
 /// Whether a pool's commits wait for the WAL flush.
@@ -109,8 +111,8 @@ pub async fn connect_key_lookups(
 /// that may have broken it ([`Held::failed`], [`Held::discard`]) and after work that got no answer within
 /// [`Held::WORK_TIMEOUT`] ([`Held::run`]); and it is given back to the pool, which retires it, once it is older
 /// than [`Held::MAX_AGE`]. A connection that failed its test or an error is detached from the
-/// pool and dropped rather than given back: the pool would test it again, with no time limit, while a hung one
-/// holds its place.
+/// pool and dropped rather than given back: the pool would only test it again (up to [`Held::TEST_TIMEOUT`] for a
+/// hung one) before closing it.
 pub struct Held {
     pool: PgPool,
     idle_check: Duration,
@@ -156,8 +158,9 @@ impl Held {
     }
 
     /// Runs `work` (statements, or a whole transaction) on the held connection. After an error that may have broken
-    /// the connection, or when `work` has no answer within the work timeout, the connection is closed (a
-    /// transaction left open with it is rolled back by the server) and the next use takes another. A timeout is
+    /// the connection, or when `work` has no answer within the work timeout, the connection is closed (the server
+    /// rolls back a transaction left open once it sees the connection gone, or, on the hot-path pools, after
+    /// [`SERVER_LIMITS`]' idle limit) and the next use takes another. A timeout is
     /// returned as an I/O error of kind `TimedOut`: whether the work committed is unknown, as when a connection
     /// breaks before its answer.
     pub async fn run<T>(
@@ -166,13 +169,9 @@ impl Held {
     ) -> Result<T, sqlx::Error> {
         let limit = self.work_timeout;
         let result = match self.get().await {
-            Ok(conn) => match tokio::time::timeout(limit, work(conn)).await {
-                Ok(result) => result,
-                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer from PostgreSQL within {} ms", limit.as_millis()),
-                ))),
-            },
+            Ok(conn) => {
+                tokio::time::timeout(limit, work(conn)).await.unwrap_or_else(|_| Err(timed_out("the work", limit)))
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -184,15 +183,13 @@ impl Held {
     /// The held connection, taken from the pool if none is held, if the one held was idle and fails its test, or if
     /// it has been held for [`Held::MAX_AGE`].
     pub async fn get(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
-        use sqlx::Connection;
         if let Some(held) = &mut self.conn {
             if held.taken.elapsed() >= Self::MAX_AGE {
                 self.conn = None;
-            } else if held.used.elapsed() >= self.idle_check {
-                let alive = tokio::time::timeout(self.test_timeout, held.conn.ping()).await;
-                if !matches!(alive, Ok(Ok(()))) {
-                    self.discard();
-                }
+            } else if held.used.elapsed() >= self.idle_check
+                && ping_within(&mut held.conn, self.test_timeout).await.is_err()
+            {
+                self.discard();
             }
         }
         if self.conn.is_none() {
@@ -231,11 +228,23 @@ impl Held {
 /// operator intervention `57`, system errors `58`, internal errors `XX`, an idle transaction's timeout `25P03`).
 pub fn is_refusal(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => !db.code().is_some_and(|code| {
-            code == "25P03" || matches!(&code[..2.min(code.len())], "08" | "53" | "57" | "58" | "XX")
-        }),
+        sqlx::Error::Database(db) => {
+            !db.code().is_some_and(|code| server_gave_up(&code) || matches!(class(&code), "58" | "XX"))
+        }
         _ => false,
     }
+}
+
+/// The SQLSTATE class of `code` (its first two characters).
+fn class(code: &str) -> &str {
+    &code[..2.min(code.len())]
+}
+
+/// Whether SQLSTATE `code` says the server ended the statement or session for reasons of its own: a connection
+/// exception (`08`), insufficient resources (`53`), operator intervention (`57`), or an idle transaction's timeout
+/// (`25P03`).
+fn server_gave_up(code: &str) -> bool {
+    code == "25P03" || matches!(class(code), "08" | "53" | "57")
 }
 
 /// Whether `error` says the database is not there to do the work, rather than refusing it: no connection (the
@@ -247,9 +256,7 @@ pub fn is_refusal(error: &sqlx::Error) -> bool {
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| code == "25P03" || matches!(&code[..2.min(code.len())], "08" | "53" | "57"))
-        }
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| server_gave_up(&code)),
         _ => false,
     }
 }

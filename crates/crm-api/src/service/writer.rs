@@ -167,8 +167,9 @@ async fn write(task: &mut Task, subjects: &Subjects, relay: &Handoff, metrics: &
             let q = now.into_iter().next().expect("one change");
             let _ = q.reply.send(Err(error(e)));
         }
-        Err(e) if is_unavailable(&e) => {
-            // One by one, each change would wait for the database in turn (up to the pool's acquire timeout).
+        Err(e) if service_common::db::is_unavailable(&e) => {
+            // The database could not be reached, the connection broke, or the server ended the work itself: one by
+            // one, each change would wait for the database in turn (up to the pool's acquire timeout).
             tracing::warn!(error = %e, changes = now.len(), "database unavailable for a writer batch");
             metrics.written(WritePath::Failed, now.len());
             for q in now {
@@ -215,12 +216,6 @@ async fn run_held(
 struct Task {
     held: Held,
     unread: Unread,
-}
-
-/// Whether the database could not be reached, the connection broke, or the server ended the work itself (a
-/// statement timeout, a shutdown): the batch's changes are answered `503` at once rather than tried one by one.
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    service_common::db::is_unavailable(e)
 }
 
 fn is_serialization_failure(e: &sqlx::Error) -> bool {
