@@ -11,6 +11,7 @@ use crm_bench::ledger::{quantile_ms, Ledger, Phase};
 use crm_bench::load::Generator;
 use crm_bench::receiver::{Behaviour, BenchReceiver};
 use crm_bench::scenario::Scenario;
+use crm_bench::search::{RateSearch, DEFAULT_REFINE};
 use crm_bench::stack::{cpu_seconds, max_rss_mib, pids_named, Stack, StackSpec};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ USAGE:
     crm-bench [--rate R] [--duration S] [--workers N] [--receiver-delay-ms D] [--workspaces W]
               [--scenario uniform|hot|mixed] [--hot-share F] [--hang-share F]
               [--worker-concurrency C] [--warmup S] [--drain-timeout S] [--receiver-fail-every-other] [--import]
-              [--env NAME=VALUE]... [--find-max] [--no-build] [--no-analyze]
+              [--env NAME=VALUE]... [--find-max [--refine N]] [--no-build] [--no-analyze]
 
     --rate R               events offered per second (default 1000; the starting rate with --find-max)
     --duration S           length of the measured steady window in seconds (default 30)
@@ -42,7 +43,9 @@ USAGE:
     --warmup S             unmeasured warm-up at the same rate (default 5)
     --drain-timeout S      how long to wait for the backlog after the window (default 60)
     --env NAME=VALUE       set a variable of the services' environment (repeatable), e.g. --env CRM_API_WRITERS=1
-    --find-max             raise the rate by 30% per step until the backlog stops draining
+    --find-max             raise the rate by 30% per step until the backlog stops draining, then halve the gap
+                           between the last rate sustained and the first that was not --refine times
+    --refine N             halvings after --find-max's first failure (default 2: within ≈ 7% of it)
     --no-build             do not build crm-api and delivery-worker first
     --no-analyze           measure without the ANALYZE that ends the warm-up (a brand-new database's first
                            seconds, before autovacuum has given the planner statistics)
@@ -63,6 +66,8 @@ struct Args {
     drain_timeout: f64,
     fail_every_other: bool,
     find_max: bool,
+    /// Halvings of the gap after `--find-max`'s first failure.
+    refine: u32,
     build: bool,
     /// Extra variables for the services' environment.
     env: Vec<(String, String)>,
@@ -85,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         drain_timeout: 60.0,
         fail_every_other: false,
         find_max: false,
+        refine: DEFAULT_REFINE,
         build: true,
         env: Vec::new(),
         analyze: true,
@@ -113,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
             "--drain-timeout" => args.drain_timeout = number("--drain-timeout", value("--drain-timeout")?)?,
             "--receiver-fail-every-other" => args.fail_every_other = true,
             "--find-max" => args.find_max = true,
+            "--refine" => args.refine = number("--refine", value("--refine")?)? as u32,
             "--no-build" => args.build = false,
             "--no-analyze" => args.analyze = false,
             "--import" => args.import = true,
@@ -404,23 +411,21 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// Raises the rate by 30% per step until a step is not sustained; reports the highest sustained step.
+/// Raises the rate by 30% per step until a step is not sustained, then halves the gap between the last sustained
+/// rate and the first that was not `--refine` times ([`RateSearch`]); reports the highest sustained step.
 async fn find_max(args: &Args) -> anyhow::Result<serde_json::Value> {
-    let mut rate = args.rate;
+    let mut search = RateSearch::new(args.refine);
     let mut best: Option<serde_json::Value> = None;
     let mut steps = Vec::new();
-    loop {
+    let mut next = Some(args.rate);
+    while let Some(rate) = next {
         let outcome = run_once(args, rate).await?;
         print_table(&outcome.json);
         steps.push(json!({"rate": rate, "sustained": outcome.sustained, "events_per_s": outcome.json["events_per_s"],
                           "e2e_p99_ms": outcome.json["e2e_p99_ms"], "drain_s": outcome.json["drain_s"]}));
-        if !outcome.sustained {
-            break;
-        }
-        best = Some(outcome.json);
-        rate = (rate * 1.3).round();
-        if rate > 100_000.0 {
-            break;
+        next = search.next(rate, outcome.sustained);
+        if outcome.sustained && search.best() == Some(rate) {
+            best = Some(outcome.json);
         }
     }
     let mut best = best.unwrap_or_else(|| json!({"rate": 0, "sustained": false}));
