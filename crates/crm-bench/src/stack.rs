@@ -173,6 +173,29 @@ pub fn max_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Context switches of a process so far, voluntary and not, over all its threads (`/proc/<pid>/task/*/status`):
+/// each is a thread put to sleep or preempted and another run in its place, the cost a wake-up adds beyond the
+/// work it wakes up for.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| switches_in(&status))
+        .sum()
+}
+
+/// The context switches a `/proc/.../status` text counts.
+pub fn switches_in(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        })
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// Every process whose command name is `comm` (e.g. `postgres`, `nats-server`).
 pub fn pids_named(comm: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -435,5 +458,19 @@ impl Stack {
         if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
             let _ = async_nats::jetstream::new(client).delete_stream(&self.stream).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_switches_are_voluntary_and_involuntary_together() {
+        let status = "Name:\tpostgres\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(switches_in(status), 127);
+        assert_eq!(switches_in("Name:\tx\n"), 0);
+        // This process has switched at least once by the time it reads its own numbers.
+        assert!(context_switches(std::process::id()) > 0);
     }
 }

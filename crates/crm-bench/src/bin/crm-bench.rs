@@ -12,7 +12,7 @@ use crm_bench::load::Generator;
 use crm_bench::receiver::{Behaviour, BenchReceiver};
 use crm_bench::scenario::Scenario;
 use crm_bench::search::{RateSearch, DEFAULT_REFINE};
-use crm_bench::stack::{cpu_seconds, max_rss_mib, pids_named, Stack, StackSpec};
+use crm_bench::stack::{context_switches, cpu_seconds, max_rss_mib, pids_named, Stack, StackSpec};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -170,17 +170,66 @@ fn build_services() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU seconds per named process group at one instant.
-fn cpu_snapshot(stack: &Stack) -> BTreeMap<String, f64> {
+/// What one named process group has used so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_s: f64,
+    switches: u64,
+}
+
+fn usage(pids: impl IntoIterator<Item = u32>) -> Usage {
+    pids.into_iter().fold(Usage::default(), |u, pid| Usage {
+        cpu_s: u.cpu_s + cpu_seconds(pid),
+        switches: u.switches + context_switches(pid),
+    })
+}
+
+/// CPU seconds and context switches per named process group at one instant.
+fn usage_snapshot(stack: &Stack) -> BTreeMap<String, Usage> {
     let mut snap = BTreeMap::new();
-    snap.insert("crm-api".to_owned(), stack.api.cpu_seconds());
+    snap.insert("crm-api".to_owned(), usage([stack.api.pid]));
     for w in &stack.workers {
-        snap.insert(w.name.clone(), w.cpu_seconds());
+        snap.insert(w.name.clone(), usage([w.pid]));
     }
-    snap.insert("crm-bench".to_owned(), cpu_seconds(std::process::id()));
-    snap.insert("postgres".to_owned(), pids_named("postgres").into_iter().map(cpu_seconds).sum());
-    snap.insert("nats-server".to_owned(), pids_named("nats-server").into_iter().map(cpu_seconds).sum());
+    snap.insert("crm-bench".to_owned(), usage([std::process::id()]));
+    snap.insert("postgres".to_owned(), usage(pids_named("postgres")));
+    snap.insert("nats-server".to_owned(), usage(pids_named("nats-server")));
     snap
+}
+
+/// The benchmark database's server processes (but this session's), by pid, with the `application_name` each
+/// client gave: which of the services' connections the server's CPU goes to.
+async fn backends(database_url: &str) -> anyhow::Result<Vec<(u32, String)>> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await?;
+    let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT pid, application_name FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(pid, app)| Some((u32::try_from(pid).ok()?, app.filter(|a| !a.is_empty()).unwrap_or("-".into()))))
+        .collect())
+}
+
+/// CPU seconds used between `before` and `after` by the `backends`, summed per application name.
+fn by_application(
+    backends: &[(u32, String)],
+    before: &BTreeMap<u32, f64>,
+    after: &BTreeMap<u32, f64>,
+) -> BTreeMap<String, f64> {
+    let mut used = BTreeMap::new();
+    for (pid, app) in backends {
+        if let (Some(b), Some(a)) = (before.get(pid), after.get(pid)) {
+            *used.entry(app.clone()).or_insert(0.0) += (a - b).max(0.0);
+        }
+    }
+    used
+}
+
+fn cpu_of(backends: &[(u32, String)]) -> BTreeMap<u32, f64> {
+    backends.iter().map(|(pid, _)| (*pid, cpu_seconds(*pid))).filter(|(_, cpu)| *cpu > 0.0).collect()
 }
 
 struct Outcome {
@@ -239,7 +288,8 @@ async fn measure(
     }
 
     eprintln!("steady window: {rate:.0}/s for {:.0} s", args.duration);
-    let cpu_before = cpu_snapshot(stack);
+    let backends = backends(&stack.database_url).await?;
+    let (usage_before, backends_before) = (usage_snapshot(stack), cpu_of(&backends));
     let started = Instant::now();
     generator.run(rate, Duration::from_secs_f64(args.duration), Phase::Steady).await;
     let window = started.elapsed();
@@ -251,7 +301,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = drain_started.elapsed();
-    let cpu_after = cpu_snapshot(stack);
+    let (usage_after, backends_after) = (usage_snapshot(stack), cpu_of(&backends));
 
     let report = ledger.report();
     let api = {
@@ -263,10 +313,16 @@ async fn measure(
     let failed_in_warmup = generator.stats.failed_in_warmup.load(Ordering::Relaxed);
     let failed = generator.stats.failed.load(Ordering::Relaxed) - failed_in_warmup;
     let thousands = (report.steady_accepted as f64 / 1000.0).max(1e-9);
-    let mut cpu = serde_json::Map::new();
-    for (name, after) in &cpu_after {
-        let used = after - cpu_before.get(name).copied().unwrap_or(0.0);
-        cpu.insert(name.clone(), json!(round3(used / thousands)));
+    let events = report.steady_accepted.max(1) as f64;
+    let (mut cpu, mut switches) = (serde_json::Map::new(), serde_json::Map::new());
+    for (name, after) in &usage_after {
+        let before = usage_before.get(name).copied().unwrap_or_default();
+        cpu.insert(name.clone(), json!(round3((after.cpu_s - before.cpu_s) / thousands)));
+        switches.insert(name.clone(), json!(round1(after.switches.saturating_sub(before.switches) as f64 / events)));
+    }
+    let mut postgres_by_application = serde_json::Map::new();
+    for (app, used) in by_application(&backends, &backends_before, &backends_after) {
+        postgres_by_application.insert(app, json!(round3(used / thousands)));
     }
     let mut rss = serde_json::Map::new();
     rss.insert("crm-api".into(), json!(round1(stack.api.max_rss_mib())));
@@ -317,6 +373,8 @@ async fn measure(
         "drain_s": round2(drain.as_secs_f64()),
         "max_generator_lag_ms": round2(generator.stats.max_send_lag.lock().unwrap_or_else(|p| p.into_inner()).as_secs_f64() * 1000.0),
         "cpu_s_per_1k_events": cpu,
+        "postgres_cpu_s_per_1k_events_by_application": postgres_by_application,
+        "context_switches_per_event": switches,
         "max_rss_mib": rss,
         "synchronous_commit": synchronous_commit,
         "analyzed_after_warmup": args.analyze,
@@ -370,11 +428,17 @@ fn print_table(j: &serde_json::Value) {
         }
     }
     println!("├────────────────────────────────┼──────────────────────────────────────┤");
-    println!("│ {:<30} │ {:<36} │", "process", "CPU s per 1k events / max RSS MiB");
+    println!("│ {:<30} │ {:<36} │", "process", "CPU s per 1k events / RSS MiB / cs");
     if let Some(cpu) = j["cpu_s_per_1k_events"].as_object() {
         for (name, c) in cpu {
             let rss = j["max_rss_mib"].get(name).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            println!("│ {name:<30} │ {:<36} │", format!("{c} / {rss}"));
+            let switches = j["context_switches_per_event"].get(name).map(|v| v.to_string()).unwrap_or_default();
+            println!("│ {name:<30} │ {:<36} │", format!("{c} / {rss} / {switches}"));
+        }
+    }
+    if let Some(apps) = j["postgres_cpu_s_per_1k_events_by_application"].as_object() {
+        for (app, c) in apps {
+            println!("│ {:<30} │ {:<36} │", format!("  pg: {app}"), c.to_string());
         }
     }
     println!("└────────────────────────────────┴──────────────────────────────────────┘");
@@ -432,4 +496,19 @@ async fn find_max(args: &Args) -> anyhow::Result<serde_json::Value> {
     best["find_max_steps"] = json!(steps);
     best["max_sustained_rate"] = best["rate"].clone();
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_cpu_is_summed_per_application_over_the_backends_seen_at_both_ends() {
+        let backends = vec![(10, "crm-api-writer".to_owned()), (11, "crm-api-writer".to_owned()), (12, "x".to_owned())];
+        let before = BTreeMap::from([(10, 1.0), (11, 2.0), (12, 5.0)]);
+        // 12 ended during the window: it is not counted (its CPU is in the server's total).
+        let after = BTreeMap::from([(10, 1.5), (11, 2.25)]);
+        let used = by_application(&backends, &before, &after);
+        assert_eq!(used, BTreeMap::from([("crm-api-writer".to_owned(), 0.75)]));
+    }
 }
