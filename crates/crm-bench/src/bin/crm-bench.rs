@@ -197,8 +197,8 @@ fn usage_snapshot(stack: &Stack) -> BTreeMap<String, Usage> {
     snap
 }
 
-/// The benchmark database's server processes (but this session's), by pid, with the `application_name` each
-/// client gave: which of the services' connections the server's CPU goes to.
+/// The benchmark database's server processes (other than the one answering this query), by pid, with the
+/// `application_name` each client gave: which of the services' connections the server's CPU goes to.
 async fn backends(database_url: &str) -> anyhow::Result<Vec<(u32, String)>> {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await?;
     let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
@@ -221,15 +221,18 @@ fn by_application(
 ) -> BTreeMap<String, f64> {
     let mut used = BTreeMap::new();
     for (pid, app) in backends {
-        if let (Some(b), Some(a)) = (before.get(pid), after.get(pid)) {
-            *used.entry(app.clone()).or_insert(0.0) += (a - b).max(0.0);
+        // A backend that ended meanwhile reads 0 at the end: its CPU is only in the server's total.
+        match (before.get(pid), after.get(pid)) {
+            (Some(b), Some(a)) if a >= b => *used.entry(app.clone()).or_insert(0.0) += a - b,
+            _ => {}
         }
     }
     used
 }
 
+/// The CPU seconds of each backend so far (0 for one that has ended).
 fn cpu_of(backends: &[(u32, String)]) -> BTreeMap<u32, f64> {
-    backends.iter().map(|(pid, _)| (*pid, cpu_seconds(*pid))).filter(|(_, cpu)| *cpu > 0.0).collect()
+    backends.iter().map(|(pid, _)| (*pid, cpu_seconds(*pid))).collect()
 }
 
 struct Outcome {
@@ -507,7 +510,7 @@ mod tests {
         let backends = vec![(10, "crm-api-writer".to_owned()), (11, "crm-api-writer".to_owned()), (12, "x".to_owned())];
         let before = BTreeMap::from([(10, 1.0), (11, 2.0), (12, 5.0)]);
         // 12 ended during the window: it is not counted (its CPU is in the server's total).
-        let after = BTreeMap::from([(10, 1.5), (11, 2.25)]);
+        let after = BTreeMap::from([(10, 1.5), (11, 2.25), (12, 0.0)]);
         let used = by_application(&backends, &before, &after);
         assert_eq!(used, BTreeMap::from([("crm-api-writer".to_owned(), 0.75)]));
     }
