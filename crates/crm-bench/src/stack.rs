@@ -129,11 +129,6 @@ impl Service {
         }
     }
 
-    /// CPU seconds (user + system) the process has used.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(self.pid)
-    }
-
     /// Peak resident set size, in MiB.
     pub fn max_rss_mib(&self) -> f64 {
         max_rss_mib(self.pid)
