@@ -106,7 +106,7 @@ pub async fn handle(ctx: &Ctx, message: jetstream::Message, mut hold: Hold) {
 /// The steps of one delivery. `Err` is an answer given before an attempt was made.
 async fn deliver(ctx: &Ctx, message: &jetstream::Message, hold: &mut Hold) -> Result<Verdict, Verdict> {
     let event = match decode(message) {
-        Ok(event) => event,
+        Ok(event) => Arc::new(event),
         Err(reason) => return Err(stop_undecodable(ctx, message, &reason).await),
     };
     let span = tracing::Span::current();
@@ -162,10 +162,15 @@ async fn stop_undecodable(ctx: &Ctx, message: &jetstream::Message, reason: &str)
     }
 }
 
-/// Where a delivery goes, and how it is signed.
+/// Where a delivery goes, and how it is signed: a webhook with both a URL and a secret.
 struct Target {
-    url: String,
     webhook: Arc<Webhook>,
+}
+
+impl Target {
+    fn url(&self) -> &str {
+        self.webhook.url.as_deref().unwrap_or_default()
+    }
 }
 
 /// Step 2: the workspace's webhook, or the skip of an event that is not to be sent (recorded, then acked).
@@ -188,9 +193,7 @@ async fn target(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Target
         });
     }
     match webhook {
-        Some(webhook) if webhook.url.is_some() && webhook.signer.is_some() => {
-            Ok(Target { url: webhook.url.clone().unwrap_or_default(), webhook })
-        }
+        Some(webhook) if webhook.url.is_some() && webhook.signer.is_some() => Ok(Target { webhook }),
         // skip_reason has said why already; this only keeps the types honest.
         _ => Err(Verdict::Nak(DB_RETRY)),
     }
@@ -229,8 +232,8 @@ struct Claimed {
 }
 
 /// Step 3: the send-log guard. An ended delivery is acked unsent; one another worker is sending is handed back.
-async fn claim(ctx: &Ctx, event: &RowChangedEvent, raw: &[u8]) -> Result<Claimed, Verdict> {
-    match ctx.claimer.claim(ClaimRequest { event: event.clone(), raw: raw.to_vec() }).await {
+async fn claim(ctx: &Ctx, event: &Arc<RowChangedEvent>, raw: &bytes::Bytes) -> Result<Claimed, Verdict> {
+    match ctx.claimer.claim(ClaimRequest { event: Arc::clone(event), raw: raw.clone() }).await {
         Ok(Claim::Ready { attempts, budget_start }) => {
             let attempt = attempts.saturating_add(1);
             Ok(Claimed { attempt, budget_attempt: u32::try_from(attempt - budget_start).unwrap_or(1).max(1) })
@@ -273,7 +276,7 @@ async fn attempt(
     ctx.metrics.in_flight.inc();
     let sent = tokio::select! {
         outcome = tracing::Instrument::instrument(
-            with_progress(ctx.sender.send(&target.url, headers, body), message, ctx.ack_wait / 3),
+            with_progress(ctx.sender.send(target.url(), headers, body), message, ctx.ack_wait / 3),
             tracing::info_span!("webhook.attempt", attempt),
         ) => Some(outcome),
         _ = ctx.hard_stop.cancelled() => None,

@@ -203,7 +203,8 @@ impl Sender {
         if !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let request = self.inner.client.post(target.as_str()).headers(headers).body(body);
+        // The URL as checked, not its text: reqwest would parse it a second time.
+        let request = self.inner.client.post(target.url().clone()).headers(headers).body(body);
         let max_bytes = self.inner.config.max_response_bytes;
         let exchange = async move {
             let response = request.send().await?;

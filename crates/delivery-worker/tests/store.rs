@@ -7,6 +7,7 @@ use crm_events::RowChangedEvent;
 use delivery_worker::store::{self, AttemptRecord, RecordError, Recorder};
 use service_common::db::Held;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use test_support::TestDb;
 use uuid::Uuid;
@@ -147,7 +148,7 @@ async fn the_claim_and_record_statements_are_planned_once_through_primary_keys()
         store::release(&mut *conn, sent.id).await.unwrap();
         let requests: Vec<_> = [&fresh, &sent]
             .into_iter()
-            .map(|e| store::ClaimRequest { event: e.clone(), raw: e.to_payload() })
+            .map(|e| store::ClaimRequest { event: Arc::new(e.clone()), raw: e.to_payload().into() })
             .collect();
         let claims = store::claim_many(&mut conn, &requests, lease).await;
         assert!(claims.iter().all(|c| matches!(c, Ok(store::Claim::Ready { .. }))), "{claims:?}");
@@ -177,7 +178,7 @@ async fn a_claim_costs_one_round_trip() {
     }
     let proxy = test_support::round_trips::RoundTrips::start(&db.url).await;
     let claimer = store::Claimer::spawn(PgPool::connect(&proxy.url).await.unwrap(), lease);
-    let request = |e: &RowChangedEvent| store::ClaimRequest { event: e.clone(), raw: e.to_payload() };
+    let request = |e: &RowChangedEvent| store::ClaimRequest { event: Arc::new(e.clone()), raw: e.to_payload().into() };
     assert!(matches!(claimer.claim(request(&events[0])).await, Ok(store::Claim::Ready { .. })));
     let before = proxy.count();
     for event in &events[1..] {

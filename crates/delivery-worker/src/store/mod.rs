@@ -14,6 +14,7 @@ pub use attempts::{
 };
 
 use batcher::Batcher;
+use bytes::Bytes;
 use crm_db::{Channel, DeliveryStatus, SkipReason};
 use crm_events::RowChangedEvent;
 use service_common::db::Held;
@@ -97,11 +98,12 @@ pub async fn claim(
     Ok(if ended { Claim::Ended } else { Claim::Leased })
 }
 
-/// A delivery to claim: its event as it came.
+/// A delivery to claim: its event as it came. Both are shared with the delivery that asks, not copied: the raw
+/// bytes are only written when the delivery has to be created ([`claim`]), which is rare.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
-    pub event: RowChangedEvent,
-    pub raw: Vec<u8>,
+    pub event: Arc<RowChangedEvent>,
+    pub raw: Bytes,
 }
 
 /// Claims many deliveries in one statement. crm-api creates each delivery with its event, so a claim is an update
