@@ -8,7 +8,7 @@ use crate::recovery::Recoverer;
 use crate::relay::{Handed, Handoff, Relay};
 use crate::routes;
 use crate::service::writer::Writer;
-use crate::state::AppState;
+use crate::state::{AppState, AppStateInner};
 use anyhow::Context as _;
 use axum::{middleware, Router};
 use secrecy::ExposeSecret;
@@ -59,7 +59,7 @@ impl Application {
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
         let writer = Writer::spawn(writer_pool, subjects.clone(), handoff, config.writers, metrics.writer.clone());
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             pool: pool.clone(),
             keyring: config.common.secret_keys.clone(),
             egress: config.common.egress.clone(),
@@ -70,7 +70,7 @@ impl Application {
             body_read_timeout: config.body_read_timeout,
             writer,
             recovery_wake: Arc::new(Notify::new()),
-        };
+        });
         let readiness = health::Readiness { pool: pool.clone(), nats: client, metrics: metrics.registry.clone() };
         let router = Router::new()
             .merge(routes::router(state.clone(), config.max_in_flight, config.request_timeout))

@@ -5,9 +5,30 @@ use crm_events::Subjects;
 use egress::EgressPolicy;
 use service_common::SecretKeyring;
 use sqlx::PgPool;
+use std::sync::Arc;
 
+/// What every handler can reach. axum hands each request's extractors a clone of it, so everything lives behind one
+/// `Arc`: a clone is one reference count, not a copy of every field (the egress allow-list, the subject prefix)
+/// and a count on each of the dozens of shared handles inside.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct AppStateInner {
     pub pool: PgPool,
     pub keyring: SecretKeyring,
     pub egress: EgressPolicy,
