@@ -426,6 +426,29 @@ fn scrub_replaces_nul() {
     assert_eq!(scrub("bad\0frame", &target), "bad frame");
 }
 
+#[test]
+fn an_accepted_url_is_checked_once_and_a_rejected_one_every_time() {
+    let checked = CheckedUrls::default();
+    let policy = EgressPolicy::strict();
+    let url = "https://crm.example.com/hooks/abc";
+    let first = checked.check(&policy, url).unwrap();
+    let again = checked.check(&policy, url).unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the second send reuses the first check");
+    assert_eq!(again.as_str(), url);
+    // A rejection is not kept: the same URL is refused again, with its reason.
+    for _ in 0..2 {
+        assert!(matches!(checked.check(&policy, "https://127.0.0.1/in"), Err(UrlRejection::BlockedAddress(_))));
+    }
+    assert_eq!(checked.lock().len(), 1);
+    // Bounded: when full it starts again from empty, and what was kept before is checked anew.
+    for i in 0..MAX_CHECKED_URLS {
+        checked.check(&policy, &format!("https://crm.example.com/hooks/{i}")).unwrap();
+    }
+    assert!(checked.lock().len() <= MAX_CHECKED_URLS);
+    let after = checked.check(&policy, url).unwrap();
+    assert!(!Arc::ptr_eq(&first, &after));
+}
+
 proptest::proptest! {
     /// Whatever bytes an endpoint answers with, the excerpt fits the log: at most 1 KiB of UTF-8, no NUL, and the
     /// longest such prefix of the body's lossy decoding (with NUL as U+FFFD), short of at most one character.
