@@ -16,6 +16,7 @@ pub mod payload;
 pub mod row;
 pub mod schema;
 pub mod stage;
+pub mod value;
 
 pub use payload::{build_payload, PayloadSource, API_VERSION};
 pub use row::{field, CrmRow, Field, Kind, SetFieldError, Writer, FIELDS, ROW_FIELDS};
@@ -26,14 +27,6 @@ impl CrmRow {
     pub fn to_json(&self) -> serde_json::Value {
         // A row is plain data with string keys: serialising it cannot fail.
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// The value of one field by its JSON name, as it appears in [`CrmRow::to_json`].
-    pub fn field(&self, name: &str) -> Option<serde_json::Value> {
-        match self.to_json() {
-            serde_json::Value::Object(mut map) => map.remove(name),
-            _ => None,
-        }
     }
 }
 
@@ -103,6 +96,51 @@ mod tests {
         // serde_json without preserve_order sorts keys; check the textual order instead.
         let positions: Vec<usize> = ROW_FIELDS.iter().map(|f| text.find(&format!("\"{f}\":")).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "fields out of column order: {text}");
+    }
+
+    /// A row with every optional field set, custom fields and a sub-microsecond timestamp.
+    fn full() -> CrmRow {
+        let mut row = sample();
+        for field in FIELDS.iter().filter(|f| matches!(f.kind, Kind::Text { .. } | Kind::Url { .. })) {
+            row.set(field.name, serde_json::json!(format!("https://x.example/{}", field.name))).unwrap();
+        }
+        row.next_step_at =
+            Some(Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::nanoseconds(1_500));
+        row.custom_fields.insert("tier".into(), serde_json::json!({"level": 2, "tags": ["a"]}));
+        row
+    }
+
+    #[test]
+    fn one_field_shows_as_in_the_whole_row() {
+        for row in [sample(), full()] {
+            let whole = row.to_json();
+            for field in FIELDS {
+                assert_eq!(row.field(field.name).as_ref(), whole.get(field.name), "{}", field.name);
+            }
+        }
+        assert_eq!(sample().field("no_such_field"), None);
+    }
+
+    #[test]
+    fn changed_fields_are_the_fields_whose_json_differs() {
+        let (a, b) = (sample(), full());
+        let mut within_a_microsecond = b.clone();
+        within_a_microsecond.next_step_at = b.next_step_at.map(|t| t + chrono::Duration::nanoseconds(100));
+        let mut a_microsecond_later = b.clone();
+        a_microsecond_later.next_step_at = b.next_step_at.map(|t| t + chrono::Duration::microseconds(1));
+        let mut other_custom = b.clone();
+        other_custom.custom_fields.insert("tier".into(), serde_json::json!({"level": 3, "tags": ["a"]}));
+        for (x, y) in
+            [(&a, &b), (&b, &a), (&a, &a), (&b, &within_a_microsecond), (&b, &a_microsecond_later), (&b, &other_custom)]
+        {
+            let (jx, jy) = (x.to_json(), y.to_json());
+            let by_json: Vec<&str> =
+                FIELDS.iter().filter(|f| jx.get(f.name) != jy.get(f.name)).map(|f| f.name).collect();
+            let typed: Vec<&str> = x.changed_fields(y).map(|f| f.name).collect();
+            assert_eq!(typed, by_json);
+        }
+        assert!(b.changed_fields(&within_a_microsecond).next().is_none());
+        assert_eq!(b.changed_fields(&a_microsecond_later).map(|f| f.name).collect::<Vec<_>>(), ["next_step_at"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! disagrees.
 
 use crate::columns::{Column, ColumnSink, ColumnSource};
+use crate::value::FieldValue;
 use crate::PipelineStage;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,8 +102,9 @@ impl Field {
     }
 }
 
-/// Defines [`CrmRow`], [`FIELDS`], [`ROW_FIELDS`], [`CrmRow::blank`], [`CrmRow::set`] and the row's columns
-/// ([`CrmRow::read_columns`], [`CrmRow::write_columns`]) from one list: each entry
+/// Defines [`CrmRow`], [`FIELDS`], [`ROW_FIELDS`], [`CrmRow::blank`], [`CrmRow::set`], one field's value
+/// ([`CrmRow::field`], [`CrmRow::changed_fields`]) and the row's columns ([`CrmRow::read_columns`],
+/// [`CrmRow::write_columns`]) from one list: each entry
 /// is the struct field (with its serde attributes), its value in a new row, and its [`Field`] description, so none
 /// of them can disagree with another.
 macro_rules! crm_row {
@@ -146,6 +148,21 @@ macro_rules! crm_row {
                 let mut index = 0usize;
                 $( Column::write(&self.$name, sink, index); index += 1; )+
                 let _ = index;
+            }
+
+            /// The value of the field called `name`, as [`CrmRow::to_json`] shows it; `None` for no such field.
+            pub fn field(&self, name: &str) -> Option<serde_json::Value> {
+                match name {
+                    $( stringify!($name) => Some(FieldValue::to_value(&self.$name)), )+
+                    _ => None,
+                }
+            }
+
+            /// The fields whose values `other` shows differently, in [`FIELDS`] order: what comparing the two rows'
+            /// [`CrmRow::to_json`] field by field would find, without building either.
+            pub fn changed_fields(&self, other: &CrmRow) -> impl Iterator<Item = &'static Field> {
+                let same = [ $( FieldValue::shows_as(&self.$name, &other.$name) ),+ ];
+                FIELDS.iter().zip(same).filter_map(|(field, same)| (!same).then_some(field))
             }
 
             /// Sets the field called `name` from its JSON value (as [`CrmRow::to_json`] shows it).

@@ -1,7 +1,7 @@
 //! A row change and the event that announces it, and the `If-Match`/`ETag` rules of the row's versions.
 
 use crm_events::{EventType, RowChangedEvent, Trigger, EVENT_SCHEMA_VERSION};
-use crm_mapping::{CrmRow, FIELDS};
+use crm_mapping::CrmRow;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -19,14 +19,11 @@ impl Change {
         let Some(before) = &self.before else {
             return (Vec::new(), Map::new());
         };
-        let (old, new) = (before.to_json(), self.after.to_json());
         let mut changed = Vec::new();
         let mut previous = Map::new();
-        for field in FIELDS.iter().filter(|f| !f.is_bookkeeping()) {
-            if old.get(field.name) != new.get(field.name) {
-                changed.push(field.name.to_owned());
-                previous.insert(field.name.to_owned(), old.get(field.name).cloned().unwrap_or(Value::Null));
-            }
+        for field in before.changed_fields(&self.after).filter(|f| !f.is_bookkeeping()) {
+            changed.push(field.name.to_owned());
+            previous.insert(field.name.to_owned(), before.field(field.name).unwrap_or(Value::Null));
         }
         (changed, previous)
     }

@@ -121,9 +121,8 @@ impl Interest {
     /// ones; a given campaign replaces the current one.
     pub fn next_row(&self, before: &CrmRow, now: DateTime<Utc>) -> CrmRow {
         let mut row = before.clone();
-        let current = before.to_json();
         for (field, value) in &self.contact {
-            if current.get(field.name).is_none_or(Value::is_null) {
+            if before.field(field.name).is_none_or(|current| current.is_null()) {
                 let _ = row.set(field.name, value.clone());
             }
         }
