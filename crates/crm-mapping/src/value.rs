@@ -5,51 +5,27 @@
 
 use crate::PipelineStage;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// A field type's JSON value, as [`CrmRow::to_json`](crate::CrmRow::to_json) shows it.
-pub trait FieldValue {
-    fn to_value(&self) -> Value;
-    /// Whether `self` and `other` show as the same JSON value.
-    fn shows_as(&self, other: &Self) -> bool;
-}
-
-impl FieldValue for Uuid {
-    fn to_value(&self) -> Value {
-        Value::String(self.to_string())
-    }
-    fn shows_as(&self, other: &Self) -> bool {
-        self == other
-    }
-}
-
-impl FieldValue for i64 {
-    fn to_value(&self) -> Value {
-        Value::from(*self)
-    }
-    fn shows_as(&self, other: &Self) -> bool {
-        self == other
-    }
-}
-
-impl FieldValue for String {
-    fn to_value(&self) -> Value {
-        Value::String(self.clone())
-    }
-    fn shows_as(&self, other: &Self) -> bool {
-        self == other
-    }
-}
-
-impl FieldValue for PipelineStage {
+/// A field type's JSON value, as [`CrmRow::to_json`](crate::CrmRow::to_json) shows it. By default that is the
+/// type's own serialisation and equality; timestamps (shown at microseconds) and optional values say otherwise.
+pub trait FieldValue: Serialize + PartialEq {
     fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+    /// Whether `self` and `other` show as the same JSON value.
     fn shows_as(&self, other: &Self) -> bool {
         self == other
     }
 }
+
+impl FieldValue for Uuid {}
+impl FieldValue for i64 {}
+impl FieldValue for String {}
+impl FieldValue for PipelineStage {}
+impl FieldValue for Map<String, Value> {}
 
 /// Shown at microseconds ([`format_timestamp`](crate::format_timestamp)), so two instants within the same
 /// microsecond show as the same.
@@ -59,15 +35,6 @@ impl FieldValue for DateTime<Utc> {
     }
     fn shows_as(&self, other: &Self) -> bool {
         self.timestamp_micros() == other.timestamp_micros()
-    }
-}
-
-impl FieldValue for Map<String, Value> {
-    fn to_value(&self) -> Value {
-        Value::Object(self.clone())
-    }
-    fn shows_as(&self, other: &Self) -> bool {
-        self == other
     }
 }
 
