@@ -21,26 +21,27 @@ pub trait ColumnSource {
     fn invalid(&self, index: usize, why: &str) -> Self::Error;
 }
 
-/// Where rows' columns go, by index, one row after another.
-pub trait ColumnSink {
+/// Where rows' columns go, by index, one row after another. Text and objects are lent for as long as the rows
+/// (`'r`), so a sink can keep references instead of copies.
+pub trait ColumnSink<'r> {
     fn uuid(&mut self, index: usize, value: Uuid);
     fn int(&mut self, index: usize, value: i64);
-    fn text(&mut self, index: usize, value: Option<&str>);
+    fn text(&mut self, index: usize, value: Option<&'r str>);
     fn timestamp(&mut self, index: usize, value: Option<DateTime<Utc>>);
-    fn object(&mut self, index: usize, value: &Map<String, Value>);
+    fn object(&mut self, index: usize, value: &'r Map<String, Value>);
 }
 
 /// A field type's column.
 pub trait Column: Sized {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error>;
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize);
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize);
 }
 
 impl Column for Uuid {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.uuid(index)
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.uuid(index, *self);
     }
 }
@@ -49,7 +50,7 @@ impl Column for i64 {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.int(index)
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.int(index, *self);
     }
 }
@@ -58,7 +59,7 @@ impl Column for Option<String> {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.text(index)
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.text(index, self.as_deref());
     }
 }
@@ -67,7 +68,7 @@ impl Column for String {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.text(index)?.ok_or_else(|| source.invalid(index, "null in a column that may not be"))
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.text(index, Some(self));
     }
 }
@@ -77,7 +78,7 @@ impl Column for PipelineStage {
         let text = String::read(source, index)?;
         text.parse().map_err(|_| source.invalid(index, "not a pipeline stage"))
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.text(index, Some(self.as_str()));
     }
 }
@@ -86,7 +87,7 @@ impl Column for Option<DateTime<Utc>> {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.timestamp(index)
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.timestamp(index, *self);
     }
 }
@@ -95,7 +96,7 @@ impl Column for DateTime<Utc> {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.timestamp(index)?.ok_or_else(|| source.invalid(index, "null in a column that may not be"))
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.timestamp(index, Some(*self));
     }
 }
@@ -104,7 +105,7 @@ impl Column for Map<String, Value> {
     fn read<S: ColumnSource>(source: &S, index: usize) -> Result<Self, S::Error> {
         source.object(index)
     }
-    fn write<K: ColumnSink>(&self, sink: &mut K, index: usize) {
+    fn write<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K, index: usize) {
         sink.object(index, self);
     }
 }
@@ -118,7 +119,7 @@ mod tests {
     #[derive(Default)]
     struct Cells(Vec<Value>);
 
-    impl ColumnSink for Cells {
+    impl ColumnSink<'_> for Cells {
         fn uuid(&mut self, _: usize, value: Uuid) {
             self.0.push(Value::from(value.to_string()));
         }

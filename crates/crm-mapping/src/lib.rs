@@ -8,19 +8,18 @@
 //!
 //! The crate has no database or HTTP dependency: it is plain data and its serialisation.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serializer;
-
 pub mod columns;
 pub mod payload;
 pub mod row;
 pub mod schema;
 pub mod stage;
+pub mod timestamp;
 pub mod value;
 
 pub use payload::{build_payload, PayloadSource, API_VERSION};
 pub use row::{field, CrmRow, Field, Kind, SetFieldError, Writer, FIELDS, ROW_FIELDS};
 pub use stage::PipelineStage;
+pub use timestamp::format as format_timestamp;
 
 impl CrmRow {
     /// The row as a JSON value, in the one shape every consumer sees.
@@ -30,26 +29,10 @@ impl CrmRow {
     }
 }
 
-/// Formats a timestamp the way every row timestamp is shown: RFC 3339, UTC, `Z`, microseconds.
-pub fn format_timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_timestamp(at))
-}
-
-fn opt_rfc3339<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => rfc3339(at, s),
-        None => s.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
     use uuid::Uuid;
 
     pub(crate) fn sample() -> CrmRow {

@@ -144,7 +144,7 @@ macro_rules! crm_row {
             }
 
             /// Writes the row to be stored, one column per field in [`FIELDS`] order.
-            pub fn write_columns<K: ColumnSink>(&self, sink: &mut K) {
+            pub fn write_columns<'r, K: ColumnSink<'r>>(&'r self, sink: &mut K) {
                 let mut index = 0usize;
                 $( Column::write(&self.$name, sink, index); index += 1; )+
                 let _ = index;
@@ -219,7 +219,7 @@ crm_row! {
     interest_message: Option<String> = None =>
         Field::new(K::Text { max_chars: 10_000 }, W::Interest, true, "Interest message",
         "The latest interest's message."),
-    #[serde(serialize_with = "crate::opt_rfc3339")]
+    #[serde(default, serialize_with = "crate::timestamp::serialize_opt", deserialize_with = "crate::timestamp::deserialize_opt")]
     interest_at: Option<DateTime<Utc>> = None => Field::new(K::Timestamp, W::Interest, true, "Interest at",
         "When the latest interest happened."),
     interest_count: i64 = 0 => Field::new(K::Integer { min: 0 }, W::Interest, false, "Interests",
@@ -234,7 +234,7 @@ crm_row! {
     /// ISO 4217 code, upper case.
     deal_currency: Option<String> = None =>
         Field::new(K::Currency, W::Edit, true, "Currency", "ISO 4217 code, upper case; or null."),
-    #[serde(serialize_with = "crate::opt_rfc3339")]
+    #[serde(default, serialize_with = "crate::timestamp::serialize_opt", deserialize_with = "crate::timestamp::deserialize_opt")]
     next_step_at: Option<DateTime<Utc>> = None => Field::new(K::Timestamp, W::Edit, true, "Next step at", ""),
     notes: Option<String> = None => Field::new(K::Text { max_chars: 10_000 }, W::Edit, true, "Notes", ""),
     /// Workspace-defined fields; always a JSON object.
@@ -242,9 +242,9 @@ crm_row! {
         Field::new(K::Object, W::Edit, false, "Custom fields",
         concat!("Workspace-defined fields; always an object ({} when none). A PATCH merges into it ",
             "(RFC 7386: a key set to null is removed).")),
-    #[serde(serialize_with = "crate::rfc3339")]
+    #[serde(serialize_with = "crate::timestamp::serialize", deserialize_with = "crate::timestamp::deserialize")]
     created_at: DateTime<Utc> = at => Field::new(K::Timestamp, W::System, false, "Created at", ""),
-    #[serde(serialize_with = "crate::rfc3339")]
+    #[serde(serialize_with = "crate::timestamp::serialize", deserialize_with = "crate::timestamp::deserialize")]
     updated_at: DateTime<Utc> = at => Field::new(K::Timestamp, W::System, false, "Updated at", ""),
 }
 

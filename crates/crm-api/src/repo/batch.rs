@@ -12,6 +12,7 @@ use super::rows::{self, Arrays};
 use crm_db::DeliveryStatus;
 use crm_events::RowChangedEvent;
 use crm_mapping::CrmRow;
+use sqlx::types::Json;
 use sqlx::{PgExecutor, Row};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -94,7 +95,7 @@ pub async fn write(db: impl PgExecutor<'_>, batch: &Batch<'_>) -> Result<HashMap
     query = query
         .bind(m.iter().map(|e| e.msg_id).collect::<Vec<_>>())
         .bind(m.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-        .bind(m.iter().map(|e| serde_json::to_value(e.headers).unwrap_or_default()).collect::<Vec<_>>());
+        .bind(m.iter().map(|e| Json(e.headers)).collect::<Vec<_>>());
     let e = batch.events;
     query = query
         .bind(e.iter().map(|e| e.workspace_id).collect::<Vec<_>>())

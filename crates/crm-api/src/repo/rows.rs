@@ -133,19 +133,19 @@ fn decode(row: &PgRow) -> Result<CrmRow, sqlx::Error> {
     CrmRow::read_columns(&Stored(row))
 }
 
-/// Rows to write, one array per column.
-enum Values {
+/// Rows to write, one array per column; text and objects borrowed from the rows, not copied.
+enum Values<'r> {
     Uuids(Vec<Uuid>),
     Ints(Vec<i64>),
-    Texts(Vec<Option<String>>),
+    Texts(Vec<Option<&'r str>>),
     Times(Vec<Option<chrono::DateTime<chrono::Utc>>>),
-    Objects(Vec<Json<Map<String, Value>>>),
+    Objects(Vec<Json<&'r Map<String, Value>>>),
 }
 
-pub(super) struct Arrays(Vec<Values>);
+pub(super) struct Arrays<'r>(Vec<Values<'r>>);
 
-impl Arrays {
-    pub(super) fn of(rows: &[&CrmRow]) -> Arrays {
+impl<'r> Arrays<'r> {
+    pub(super) fn of(rows: &[&'r CrmRow]) -> Arrays<'r> {
         let n = rows.len();
         let mut arrays = Arrays(
             FIELDS
@@ -165,10 +165,13 @@ impl Arrays {
         arrays
     }
 
-    pub(super) fn bind(
+    pub(super) fn bind<'q>(
         self,
-        mut query: Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    ) -> Query<'_, Postgres, sqlx::postgres::PgArguments> {
+        mut query: Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Query<'q, Postgres, sqlx::postgres::PgArguments>
+    where
+        'r: 'q,
+    {
         for values in self.0 {
             query = match values {
                 Values::Uuids(v) => query.bind(v),
@@ -182,7 +185,7 @@ impl Arrays {
     }
 }
 
-impl ColumnSink for Arrays {
+impl<'r> ColumnSink<'r> for Arrays<'r> {
     fn uuid(&mut self, i: usize, value: Uuid) {
         if let Values::Uuids(v) = &mut self.0[i] {
             v.push(value);
@@ -193,9 +196,9 @@ impl ColumnSink for Arrays {
             v.push(value);
         }
     }
-    fn text(&mut self, i: usize, value: Option<&str>) {
+    fn text(&mut self, i: usize, value: Option<&'r str>) {
         if let Values::Texts(v) = &mut self.0[i] {
-            v.push(value.map(str::to_owned));
+            v.push(value);
         }
     }
     fn timestamp(&mut self, i: usize, value: Option<chrono::DateTime<chrono::Utc>>) {
@@ -203,9 +206,9 @@ impl ColumnSink for Arrays {
             v.push(value);
         }
     }
-    fn object(&mut self, i: usize, value: &Map<String, Value>) {
+    fn object(&mut self, i: usize, value: &'r Map<String, Value>) {
         if let Values::Objects(v) = &mut self.0[i] {
-            v.push(Json(value.clone()));
+            v.push(Json(value));
         }
     }
 }
