@@ -142,6 +142,7 @@ impl Generator {
             new_leads_only: false,
         })
     }
+
     /// This generator, sending only new leads (an import) instead of the usual mix.
     pub fn new_leads_only(mut self) -> Self {
         self.new_leads_only = true;
