@@ -113,10 +113,7 @@ impl RowChangedEvent {
 
     /// Serialises the event body. Plain data with string keys: this cannot fail.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // An event is about a kilobyte: one allocation instead of a doubling from serde_json's 128 bytes.
-        let mut bytes = Vec::with_capacity(2048);
-        let _ = serde_json::to_writer(&mut bytes, self);
-        bytes
+        crm_mapping::json_bytes(self)
     }
 
     /// The webhook body for this event (docs/contract.md §4), built by crm-mapping.

@@ -61,10 +61,7 @@ pub fn build_payload(source: &PayloadSource<'_>) -> Vec<u8> {
             previous: source.previous,
         },
     };
-    // Plain data with string keys: serialisation cannot fail. A body is about a kilobyte: one allocation.
-    let mut body = Vec::with_capacity(2048);
-    let _ = serde_json::to_writer(&mut body, &payload);
-    body
+    crate::json_bytes(&payload)
 }
 
 #[cfg(test)]
