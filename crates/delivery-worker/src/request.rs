@@ -3,7 +3,7 @@
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use crm_events::RowChangedEvent;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::future::Future;
 use std::time::Duration;
 use webhook_signing::{request_headers, RequestFacts, Signer};

@@ -1,9 +1,9 @@
-//! The connect-time half of the egress check: a DNS resolver for reqwest that drops every address the
-//! [`EgressPolicy`] does not allow.
+//! The connect-time half of the egress check: a DNS resolver for the client's connector that drops every address
+//! the [`EgressPolicy`] does not allow.
 //!
 //! A webhook URL is checked when it is saved, but a name is only a promise: it can resolve to a private address
 //! from the start, or to a public one when saved and to `127.0.0.1` or `169.254.169.254` later (DNS rebinding).
-//! reqwest connects to whatever its resolver returns, so the resolver is the one place where the answer that will
+//! The connector connects to whatever its resolver returns, so the resolver is the one place where the answer that will
 //! actually be used can be judged. [`EgressResolver`] asks a [`NameLookup`] for the addresses, keeps only those
 //! that pass [`EgressPolicy::check_ip`] and fails with [`EgressBlocked`] when none remain, so no socket is ever
 //! opened to a blocked address.
@@ -19,16 +19,19 @@ use std::sync::Arc;
 
 use egress::{AddressClass, EgressPolicy};
 use futures::future::BoxFuture;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use hyper_util::client::legacy::connect::dns::Name;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Where host names are resolved.
 ///
 /// Production uses [`SystemLookup`] (the system resolver). Tests use [`StaticLookup`]: the external DNS is the
-/// one thing a test may substitute, like reqwest's `resolve()` override; the egress check applied to the answer is
+/// one thing a test may substitute; the egress check applied to the answer is
 /// the same code either way.
 pub trait NameLookup: Send + Sync + 'static {
-    /// All addresses `host` resolves to. `port` is passed through to the system resolver (reqwest replaces it
-    /// with the URL's port anyway); only the addresses are used.
+    /// All addresses `host` resolves to. `port` is passed through to the system resolver (the connector
+    /// replaces it with the URL's port anyway); only the addresses are used.
     fn lookup(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<IpAddr>>>;
 }
 
@@ -81,8 +84,8 @@ const MAX_LISTED: usize = 8;
 
 /// Every address a host name resolved to is blocked by the egress policy; no connection was attempted.
 ///
-/// This is what [`EgressResolver`] fails with. It travels through reqwest's error chain as the source of the
-/// connect error, where [`Sender::send`](super::Sender::send) finds it by downcasting.
+/// This is what [`EgressResolver`] fails with. It travels through the client's error chain as the source of
+/// the connect error, where [`Sender::send`](super::Sender::send) finds it by downcasting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct EgressBlocked {
     /// The host name that was resolved.
@@ -107,7 +110,9 @@ impl fmt::Display for EgressBlocked {
     }
 }
 
-/// reqwest's DNS resolver for webhooks: [`NameLookup`] followed by [`EgressPolicy::check_ip`] on every address.
+/// The connector's DNS resolver for webhooks: [`NameLookup`] followed by [`EgressPolicy::check_ip`] on every
+/// address. Cheap to clone (the connector clones it per connection).
+#[derive(Clone)]
 pub(crate) struct EgressResolver {
     policy: EgressPolicy,
     lookup: Arc<dyn NameLookup>,
@@ -131,7 +136,7 @@ impl EgressResolver {
     {
         let policy = self.policy.clone();
         let host = host.to_owned();
-        // Port 0: reqwest sets the URL's (or the scheme's) port on every returned address.
+        // Port 0: the connector sets the URL's (or the scheme's) port on every returned address.
         let lookup = self.lookup.lookup(&host, 0);
         async move {
             let resolved = lookup.await?;
@@ -157,13 +162,21 @@ impl EgressResolver {
     }
 }
 
-impl Resolve for EgressResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+/// The resolver as hyper-util's `HttpConnector` calls it: a service from a host name to socket addresses.
+impl tower_service::Service<Name> for EgressResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let answer = self.allowed_addresses(name.as_str());
         Box::pin(async move {
             let allowed = answer.await?;
-            let addrs: Addrs = Box::new(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
+            Ok(allowed.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect::<Vec<_>>().into_iter())
         })
     }
 }

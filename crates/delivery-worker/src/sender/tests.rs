@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use egress::EgressPolicy;
-use reqwest::header::{HeaderMap, HeaderValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http::header::{HeaderMap, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::*;
 
@@ -60,7 +60,7 @@ async fn serve(reply: Reply) -> TestServer {
     TestServer { addr, accepts, requests }
 }
 
-async fn handle(mut stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
     loop {
         let Some(request) = read_request(&mut stream).await else { return };
         seen.lock().unwrap().push(request);
@@ -94,7 +94,7 @@ async fn handle(mut stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>
 }
 
 /// Reads one request (head + content-length body); `None` at EOF.
-async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1024];
     let head_end = loop {
@@ -121,6 +121,57 @@ async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
         buf.extend_from_slice(&byte[..n]);
     }
     Some(buf)
+}
+
+/// A server like [`serve`], behind TLS with the certificate of `tls.example` that the test authority issued
+/// (`testdata/`, see its README). `accepts` counts TCP connections, `requests` what came through the handshake.
+async fn serve_tls(reply: Reply) -> TestServer {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![CertificateDer::from_pem_slice(include_bytes!("testdata/tls.example.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/tls.example.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (accept_count, seen) = (accepts.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            accept_count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, reply, seen) = (acceptor.clone(), reply.clone(), seen.clone());
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    handle(stream, reply, seen).await;
+                }
+            });
+        }
+    });
+    TestServer { addr, accepts, requests }
+}
+
+/// The client side of the test authority: rustls trusting only it.
+fn test_authority() -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(include_bytes!("testdata/ca.pem")).unwrap()).unwrap();
+    tls_config_builder().unwrap().with_root_certificates(roots).with_no_client_auth()
+}
+
+/// `tls.example` and `other.example` resolve to 127.0.0.1.
+fn tls_lookup() -> Arc<dyn NameLookup> {
+    let loopback = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    Arc::new(StaticLookup::new(HashMap::from([
+        ("tls.example".to_owned(), loopback.clone()),
+        ("other.example".to_owned(), loopback),
+    ])))
 }
 
 fn response(status: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
@@ -434,7 +485,8 @@ fn an_accepted_url_is_checked_once_and_a_rejected_one_every_time() {
     let first = checked.check(&policy, url).unwrap();
     let again = checked.check(&policy, url).unwrap();
     assert!(Arc::ptr_eq(&first, &again), "the second send reuses the first check");
-    assert_eq!(again.as_str(), url);
+    assert_eq!(again.url.as_str(), url);
+    assert_eq!(again.uri.as_ref().map(|uri| uri.to_string()).as_deref(), Some(url), "the request target is kept too");
     // A rejection is not kept: the same URL is refused again, with its reason.
     for _ in 0..2 {
         assert!(matches!(checked.check(&policy, "https://127.0.0.1/in"), Err(UrlRejection::BlockedAddress(_))));
@@ -479,4 +531,50 @@ proptest::proptest! {
         proptest::prop_assert!(!got.contains(char::REPLACEMENT_CHARACTER), "{:?}", got);
         proptest::prop_assert!(got.len() <= EXCERPT_BYTES);
     }
+}
+
+#[tokio::test]
+async fn https_is_sent_to_a_server_whose_certificate_chains_to_a_trusted_root() {
+    let server = serve_tls(Reply::Fixed(response("200 OK", "", b"ok"))).await;
+    let sender =
+        Sender::with_tls(loopback_policy(), config(Duration::from_secs(5)), tls_lookup(), test_authority()).unwrap();
+    for _ in 0..2 {
+        let url = format!("https://tls.example:{}/hooks/crm?token=s3cret", server.port());
+        let outcome = sender.send(&url, headers(), body()).await;
+        assert!(
+            matches!(&outcome, SendOutcome::Response { status: 200, excerpt, .. } if excerpt == "ok"),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(server.accepts(), 1, "the TLS connection is pooled and reused");
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2);
+    let request = String::from_utf8_lossy(&requests[0]);
+    assert!(request.starts_with("POST /hooks/crm?token=s3cret HTTP/1.1\r\n"), "{request}");
+    assert!(request.to_ascii_lowercase().contains(&format!("host: tls.example:{}\r\n", server.port())), "{request}");
+    assert!(request.ends_with(r#"{"id":"evt_1"}"#), "{request}");
+}
+
+#[tokio::test]
+async fn a_certificate_that_is_not_trusted_or_not_for_the_host_is_a_network_error_and_nothing_is_sent() {
+    let server = serve_tls(Reply::Fixed(response("200 OK", "", b"ok"))).await;
+    // Mozilla's roots (the production client) do not know the test authority.
+    let public_roots = Sender::new(loopback_policy(), config(Duration::from_secs(5)), tls_lookup()).unwrap();
+    let trusting =
+        Sender::with_tls(loopback_policy(), config(Duration::from_secs(5)), tls_lookup(), test_authority()).unwrap();
+    let cases = [
+        (&public_roots, "tls.example", "UnknownIssuer"),
+        // Trusted authority, but the certificate names tls.example only.
+        (&trusting, "other.example", "not valid for name \"other.example\""),
+    ];
+    for (sender, host, why) in cases {
+        let url = format!("https://{host}:{}/hooks/crm?token=s3cret", server.port());
+        let outcome = sender.send(&url, headers(), body()).await;
+        let SendOutcome::Network { error, .. } = &outcome else { panic!("expected a network error, got {outcome:?}") };
+        assert!(error.starts_with("connect error: "), "{error}");
+        assert!(error.contains("invalid peer certificate: ") && error.contains(why), "{error}");
+        assert!(!error.contains("s3cret") && !error.contains("/hooks"), "{error}");
+    }
+    assert_eq!(server.accepts(), 2, "each handshake was tried");
+    assert!(server.requests.lock().unwrap().is_empty(), "no request went out without a verified certificate");
 }
