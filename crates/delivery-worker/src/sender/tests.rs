@@ -578,3 +578,20 @@ async fn a_certificate_that_is_not_trusted_or_not_for_the_host_is_a_network_erro
     assert_eq!(server.accepts(), 2, "each handshake was tried");
     assert!(server.requests.lock().unwrap().is_empty(), "no request went out without a verified certificate");
 }
+
+#[test]
+fn the_request_target_is_the_checked_url_as_the_policy_spelled_it() {
+    let checked = CheckedUrls::default();
+    let policy = EgressPolicy::strict();
+    for (given, target) in [
+        // An international name is sent as its ASCII form, a port the scheme implies is dropped.
+        ("https://Bücher.example:443/hooks?id=1", "https://xn--bcher-kva.example/hooks?id=1"),
+        // What the URL standard leaves alone in a path and a query is a valid request target too.
+        ("https://crm.example.com/a|b/c'd?q=x|y&r=a^b", "https://crm.example.com/a|b/c'd?q=x|y&r=a^b"),
+        ("https://crm.example.com/a b?q=<1>", "https://crm.example.com/a%20b?q=%3C1%3E"),
+    ] {
+        let found = checked.check(&policy, given).unwrap();
+        assert_eq!(found.url.as_str(), target);
+        assert_eq!(found.uri.as_ref().map(|uri| uri.to_string()).as_deref(), Some(target), "{given}");
+    }
+}
