@@ -595,3 +595,23 @@ fn the_request_target_is_the_checked_url_as_the_policy_spelled_it() {
         assert_eq!(found.uri.as_ref().map(|uri| uri.to_string()).as_deref(), Some(target), "{given}");
     }
 }
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_or_no_answer_is_a_network_error() {
+    let cases: [(&[u8], &str); 3] = [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "invalid HTTP version"),
+        (b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n", "invalid HTTP status-code"),
+        // The connection closes without a byte of answer.
+        (b"", "connection closed before message completed"),
+    ];
+    for (answer, why) in cases {
+        let server = serve(Reply::Delayed(Duration::ZERO, answer.to_vec())).await;
+        let sender = sender(loopback_policy(), Duration::from_secs(5));
+        let url = format!("http://127.0.0.1:{}/hooks/crm?token=s3cret", server.port());
+        let outcome = sender.send(&url, headers(), body()).await;
+        let SendOutcome::Network { error, .. } = &outcome else { panic!("expected a network error, got {outcome:?}") };
+        assert!(error.starts_with("request error: ") && error.contains(why), "{error}");
+        assert!(!error.contains("s3cret") && !error.contains("/hooks") && !error.contains('\n'), "{error}");
+        assert_eq!(server.requests.lock().unwrap().len(), 1, "the request went out once, and was not retried");
+    }
+}
