@@ -45,6 +45,12 @@ impl TestServer {
 }
 
 async fn serve(reply: Reply) -> TestServer {
+    listen(reply, None).await
+}
+
+/// Accepts connections on 127.0.0.1:0, counting them, and answers each one's requests with `reply`, after a TLS
+/// handshake when there is an acceptor.
+async fn listen(reply: Reply, tls: Option<tokio_rustls::TlsAcceptor>) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepts = Arc::new(AtomicUsize::new(0));
@@ -54,7 +60,15 @@ async fn serve(reply: Reply) -> TestServer {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             accept_count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(handle(stream, reply.clone(), seen.clone()));
+            let (reply, seen) = (reply.clone(), seen.clone());
+            match tls.clone() {
+                None => tokio::spawn(handle(stream, reply, seen)),
+                Some(acceptor) => tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        handle(stream, reply, seen).await;
+                    }
+                }),
+            };
         }
     });
     TestServer { addr, accepts, requests }
@@ -136,25 +150,7 @@ async fn serve_tls(reply: Reply) -> TestServer {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let (accept_count, seen) = (accepts.clone(), requests.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            accept_count.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, reply, seen) = (acceptor.clone(), reply.clone(), seen.clone());
-            tokio::spawn(async move {
-                if let Ok(stream) = acceptor.accept(stream).await {
-                    handle(stream, reply, seen).await;
-                }
-            });
-        }
-    });
-    TestServer { addr, accepts, requests }
+    listen(reply, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
 }
 
 /// The client side of the test authority: rustls trusting only it.
