@@ -4,9 +4,12 @@
 //!
 //! - **Directly.** This process's writers hand it every batch they commit, bodies and all ([`Handoff`]). It
 //!   publishes them at once (`Nats-Msg-Id` = the event id), awaits every acknowledgement, and then deletes their
-//!   outbox rows (`DELETE … WHERE seq = ANY`). Nothing is read back from the database, and the publish does not
-//!   wait for another round trip. If the publish fails, or the process dies before the delete, the rows stay and
-//!   the next pass (below) publishes them again: the stream's duplicate window stores each id once.
+//!   outbox rows (`DELETE … WHERE seq = ANY`), many batches' rows in one statement: the rows of everything
+//!   published in the last [`DELETE_EVERY`] (or `CRM_RELAY_BATCH` rows, whichever comes first), and always before
+//!   a pass, before the backlog is sampled and at a stop. Nothing is read back from the database, and the publish
+//!   does not wait for another round trip. If the publish fails, or the process dies before the delete, the rows
+//!   stay and a pass (below) publishes them again once [`DIRECT_GRACE`] is over: the stream's duplicate window
+//!   stores each id once.
 //! - **By passes.** Each pass takes a batch in one statement (`DELETE … RETURNING` of the oldest rows, `FOR UPDATE
 //!   SKIP LOCKED`, so replicas take disjoint batches), publishes every event, awaits every acknowledgement, and
 //!   commits: the commit is what marks the batch sent. A relay that dies anywhere before the commit leaves the
@@ -66,6 +69,11 @@ const HANDOFF_BATCHES: usize = 1024;
 /// long for a pass.
 pub const DIRECT_GRACE: Duration = Duration::from_secs(5);
 
+/// How long the direct path gathers the outbox rows of what it published before deleting them in one statement.
+/// Far below [`DIRECT_GRACE`], so no pass takes a row that is waiting to be deleted. One delete per published batch
+/// cost a statement, a round trip and two wake-ups every few events at moderate rates.
+pub const DELETE_EVERY: Duration = Duration::from_millis(50);
+
 /// How this process's writers hand the relay what they committed. Cheap to clone; never waits.
 #[derive(Clone)]
 pub struct Handoff {
@@ -119,6 +127,7 @@ pub struct Relay {
     metrics: ApiMetrics,
     batch_size: i64,
     poll_interval: Duration,
+    delete_every: Duration,
 }
 
 impl Relay {
@@ -130,7 +139,13 @@ impl Relay {
         poll_interval: Duration,
     ) -> Self {
         let direct = Arc::new(tokio::sync::Mutex::new(Held::new(pool.clone())));
-        Relay { pool, direct, js, metrics, batch_size, poll_interval }
+        Relay { pool, direct, js, metrics, batch_size, poll_interval, delete_every: DELETE_EVERY }
+    }
+
+    /// This relay, gathering the direct path's deletes for `every` instead of [`DELETE_EVERY`].
+    pub fn deleting_every(mut self, every: Duration) -> Self {
+        self.delete_every = every;
+        self
     }
 
     /// Runs until `shutdown`; the publish or pass in progress completes first, so a graceful stop leaves nothing
@@ -153,9 +168,18 @@ impl Relay {
         // A steady clock, not a sleep begun afresh on every turn: a busy direct path must not keep the poll away.
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Outbox rows of published events, waiting to be deleted together; `flush` fires `delete_every` after the
+        // first of them.
+        let mut sent = Vec::new();
+        let flush = tokio::time::sleep(self.delete_every);
+        tokio::pin!(flush);
         // Pass until the outbox is drained, at start and whenever asked.
         let mut pass_due = true;
         while !shutdown.is_cancelled() {
+            if pass_due || last_backlog_sample.elapsed() >= Duration::from_secs(1) {
+                // A pass and the backlog see only rows not yet published.
+                pass_due |= !self.delete_sent(&mut sent).await;
+            }
             if pass_due {
                 match self.pass().await {
                     Ok(stats) => {
@@ -193,8 +217,15 @@ impl Relay {
                             Err(_) => break,
                         }
                     }
-                    pass_due = !self.publish_handed(events).await;
+                    let first = sent.is_empty();
+                    pass_due = !self.publish_direct(events, &mut sent).await;
+                    if sent.len() >= self.batch_size as usize {
+                        pass_due |= !self.delete_sent(&mut sent).await;
+                    } else if first && !sent.is_empty() {
+                        flush.as_mut().reset(tokio::time::Instant::now() + self.delete_every);
+                    }
                 }
+                () = &mut flush, if !sent.is_empty() => pass_due |= !self.delete_sent(&mut sent).await,
                 _ = wake.notified() => pass_due = true,
                 _ = missed.notified() => pass_due = true,
                 _ = poll.tick() => pass_due = true,
@@ -207,15 +238,42 @@ impl Relay {
             events.extend(more);
         }
         if !events.is_empty() {
-            self.publish_handed(events).await;
+            self.publish_direct(events, &mut sent).await;
         }
+        self.delete_sent(&mut sent).await;
         let _ = listener.await;
     }
 
-    /// The direct path: publishes events this process's writers committed, then deletes their outbox rows. Returns
-    /// false when some are left for a pass (the publish failed, an event is too large for the server and must be
-    /// parked by a pass, or events were handed over longer ago than [`DIRECT_GRACE`]).
+    /// The direct path for one batch on its own: publishes events this process's writers committed, then deletes
+    /// their outbox rows at once. Returns false when some are left for a pass (the publish or the delete failed, an
+    /// event is too large for the server and must be parked by a pass, or events were handed over longer ago than
+    /// [`DIRECT_GRACE`]).
     pub async fn publish_handed(&self, events: Vec<Pending>) -> bool {
+        let mut sent = Vec::new();
+        let published = self.publish_direct(events, &mut sent).await;
+        self.delete_sent(&mut sent).await && published
+    }
+
+    /// Deletes the outbox rows of published events (`sent`, emptied). False if the delete failed: the rows stay,
+    /// and a pass republishes them once [`DIRECT_GRACE`] is over (the stream's duplicate window stores them once).
+    async fn delete_sent(&self, sent: &mut Vec<i64>) -> bool {
+        if sent.is_empty() {
+            return true;
+        }
+        let deleted = self.direct.lock().await.run(async |conn| outbox::delete_published(conn, sent).await).await;
+        sent.clear();
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
+            return false;
+        }
+        true
+    }
+
+    /// The direct path: publishes events this process's writers committed and adds the sequence numbers of those
+    /// published to `sent`, whose outbox rows the caller deletes. Returns false when some are left for a pass (the
+    /// publish failed, an event is too large for the server and must be parked by a pass, or events were handed
+    /// over longer ago than [`DIRECT_GRACE`]).
+    async fn publish_direct(&self, events: Vec<Pending>, sent: &mut Vec<i64>) -> bool {
         // Events handed over longer ago than the grace are a pass's now (one may have published them already, and
         // the stream's duplicate window may be over by the time a long outage ends): leave them to it.
         let now = chrono::Utc::now();
@@ -234,14 +292,8 @@ impl Relay {
             }
         };
         let left: Vec<i64> = published.parked.iter().map(|(p, _)| p.seq).collect();
-        let sent: Vec<i64> = events.iter().map(|p| p.seq).filter(|seq| !left.contains(seq)).collect();
+        sent.extend(events.iter().map(|p| p.seq).filter(|seq| !left.contains(seq)));
         self.count(&published.stats, &events);
-        let deleted = self.direct.lock().await.run(async |conn| outbox::delete_published(conn, &sent).await).await;
-        if let Err(e) = deleted {
-            // They are in the stream; a pass republishes them and the stream's duplicate window stores them once.
-            tracing::warn!(error = %e, "deleting published outbox rows failed; a pass republishes them");
-            return false;
-        }
         left.is_empty() && stale.is_empty()
     }
 

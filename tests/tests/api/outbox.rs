@@ -77,13 +77,18 @@ async fn nothing_is_lost_while_nats_is_down() {
     api.interest(ws, &token, "before@example.com").await.expect(201);
     let js = stream_names.jetstream().await;
     eventually(Duration::from_secs(15), || async { stream::message_count(&js, &stream_names.stream).await == 1 }).await;
+    let pool = db.pool().await;
+    // Its row goes too, with the next delete of the direct path's.
+    eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
+    })
+    .await;
 
     nats.kill().await;
     for i in 0..10 {
         // The API answers at once: the request path never waits for NATS.
         api.interest(ws, &token, &format!("during{i}@example.com")).await.expect(201);
     }
-    let pool = db.pool().await;
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
     assert_eq!(pending, 10, "events wait in the outbox while NATS is down");
 
@@ -222,4 +227,81 @@ async fn the_direct_path_leaves_events_handed_over_too_long_ago_to_the_passes() 
     // Handed over just now: published at once.
     assert!(relay.publish_handed(vec![handed(Duration::ZERO)]).await);
     assert_eq!(stream::message_count(&js, &names.stream).await, 1);
+}
+
+#[tokio::test]
+async fn the_direct_path_deletes_what_it_published_in_few_statements_and_before_it_stops() {
+    crm_tests::init_logging();
+    let db = TestDb::create().await;
+    let names = TestStream::new(&crm_tests::shared_nats_url());
+    let process = ApiProcess::start(base_env(&db, &names)).await;
+    let ws = process.api.create_workspace("Deletes").await;
+    let js = names.jetstream().await;
+    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
+    process.stop().await;
+    let pool = db.pool().await;
+    // Every statement that deletes outbox rows, with how many.
+    sqlx::raw_sql(
+        "CREATE TABLE outbox_deletes (n bigint NOT NULL);
+         CREATE FUNCTION count_outbox_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO outbox_deletes SELECT count(*) FROM gone HAVING count(*) > 0;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER count_outbox_deletes AFTER DELETE ON outbox REFERENCING OLD TABLE AS gone
+             FOR EACH STATEMENT EXECUTE FUNCTION count_outbox_deletes();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let relay = relay::Relay::new(
+        pool.clone(),
+        service_common::nats::jetstream(js.client()),
+        crm_api::metrics::ApiMetrics::new(),
+        100,
+        Duration::from_secs(600),
+    )
+    .deleting_every(Duration::from_secs(2));
+    let (handoff, handed) = relay::Handoff::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(relay.run(handed, shutdown.clone()));
+    let subjects = crm_events::Subjects::new(names.prefix.clone());
+    let hand_one = async |n: u64| {
+        let event = crm_events::RowChangedEvent::webhook_test(ws);
+        // As a writer commits it: an outbox row without a body of its own, then the batch handed over.
+        let seq: i64 = sqlx::query_scalar("INSERT INTO outbox (msg_id, subject) VALUES ($1, $2) RETURNING seq")
+            .bind(event.id)
+            .bind(subjects.row_changed(ws))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        handoff.hand(vec![outbox::Pending {
+            seq,
+            msg_id: event.id,
+            subject: subjects.row_changed(ws),
+            payload: event.to_bytes(),
+            headers: sqlx::types::Json(Default::default()),
+            created_at: chrono::Utc::now(),
+        }]);
+        eventually(Duration::from_secs(10), || async { stream::message_count(&js, &names.stream).await == n }).await;
+    };
+    // Ten batches, each published on its own (the next is handed over once the last is in the stream).
+    for n in 1..=10 {
+        hand_one(n).await;
+    }
+    // Their rows go in one statement two seconds after the first was published, or in a few (the backlog is
+    // sampled once a second, after a delete), not one statement per batch.
+    eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
+    })
+    .await;
+    let statements: Vec<i64> = sqlx::query_scalar("SELECT n FROM outbox_deletes").fetch_all(&pool).await.unwrap();
+    assert_eq!(statements.iter().sum::<i64>(), 10, "{statements:?}");
+    assert!(statements.len() <= 3, "one statement per published batch: {statements:?}");
+    // What is published just before a stop is deleted before the relay returns, not left to a pass.
+    hand_one(11).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0);
 }
