@@ -75,7 +75,7 @@ impl Recoverer {
     /// how many deliveries it re-queued.
     pub async fn pass(&self) -> Result<u64, sqlx::Error> {
         let batch = self.pacing.batch;
-        if outbox::backlog_at_least(&self.pool, batch).await? {
+        if outbox::backlog_at_least(&self.pool, batch, crate::relay::BACKLOG_AFTER).await? {
             return Ok(0);
         }
         let mut room = batch;

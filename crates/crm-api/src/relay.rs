@@ -4,12 +4,13 @@
 //!
 //! - **Directly.** This process's writers hand it every batch they commit, bodies and all ([`Handoff`]). It
 //!   publishes them at once (`Nats-Msg-Id` = the event id), awaits every acknowledgement, and then deletes their
-//!   outbox rows (`DELETE … WHERE seq = ANY`), many batches' rows in one statement: the rows of everything
-//!   published in the last [`DELETE_EVERY`] (or `CRM_RELAY_BATCH` rows, whichever comes first), and always before
-//!   a pass, before the backlog is sampled and at a stop. Nothing is read back from the database, and the publish
-//!   does not wait for another round trip. If the publish fails, or the process dies before the delete, the rows
-//!   stay and a pass (below) publishes them again once [`DIRECT_GRACE`] is over: the stream's duplicate window
-//!   stores each id once.
+//!   outbox rows (`DELETE … WHERE seq = ANY`), many batches' rows in one statement: [`DELETE_EVERY`] after the
+//!   first of them was published, or as soon as at least `CRM_RELAY_BATCH` rows wait, and always before a pass and
+//!   at a stop. Nothing is read back from the database, and the publish does not wait for another round trip. If
+//!   the publish fails, or the process dies before the delete, the rows stay and a pass (below) publishes them
+//!   again once [`DIRECT_GRACE`] is over: the stream's duplicate window stores each id once. The backlog (the
+//!   `crm_outbox_backlog` gauge, and the pacing of bulk recoveries) leaves out rows a writer committed less than
+//!   [`BACKLOG_AFTER`] ago, which are most likely published and waiting for their delete.
 //! - **By passes.** Each pass takes a batch in one statement (`DELETE … RETURNING` of the oldest rows, `FOR UPDATE
 //!   SKIP LOCKED`, so replicas take disjoint batches), publishes every event, awaits every acknowledgement, and
 //!   commits: the commit is what marks the batch sent. A relay that dies anywhere before the commit leaves the
@@ -70,9 +71,15 @@ const HANDOFF_BATCHES: usize = 1024;
 pub const DIRECT_GRACE: Duration = Duration::from_secs(5);
 
 /// How long the direct path gathers the outbox rows of what it published before deleting them in one statement.
-/// Far below [`DIRECT_GRACE`], so no pass takes a row that is waiting to be deleted. One delete per published batch
-/// cost a statement, a round trip and two wake-ups every few events at moderate rates.
+/// Far below [`DIRECT_GRACE`], so a pass rarely takes a row that is waiting to be deleted (only when its publish
+/// began close to the grace's end, or its acknowledgement was slow; the stream then stores the second copy once).
+/// One delete per published batch cost a statement, a round trip and two wake-ups every few events at moderate
+/// rates.
 pub const DELETE_EVERY: Duration = Duration::from_millis(50);
+
+/// How old a row a writer committed (one without a body of its own) must be before it counts as backlog: a younger
+/// one is most likely published already and waits for its delete (at most [`DELETE_EVERY`] after its publish).
+pub const BACKLOG_AFTER: Duration = Duration::from_millis(2 * DELETE_EVERY.as_millis() as u64);
 
 /// How this process's writers hand the relay what they committed. Cheap to clone; never waits.
 #[derive(Clone)]
@@ -176,11 +183,9 @@ impl Relay {
         // Pass until the outbox is drained, at start and whenever asked.
         let mut pass_due = true;
         while !shutdown.is_cancelled() {
-            if pass_due || last_backlog_sample.elapsed() >= Duration::from_secs(1) {
-                // A pass and the backlog see only rows not yet published.
-                pass_due |= !self.delete_sent(&mut sent).await;
-            }
             if pass_due {
+                // A pass sees only rows not yet published (a failed delete leaves them to the passes anyway).
+                self.delete_sent(&mut sent).await;
                 match self.pass().await {
                     Ok(stats) => {
                         backoff.reset();
@@ -197,7 +202,7 @@ impl Relay {
                 }
             }
             if last_backlog_sample.elapsed() >= Duration::from_secs(1) {
-                if let Ok(n) = outbox::backlog(&self.pool).await {
+                if let Ok(n) = outbox::backlog(&self.pool, BACKLOG_AFTER).await {
                     self.metrics.outbox_backlog.set(n);
                 }
                 if let Ok(n) = outbox::parked_count(&self.pool).await {

@@ -131,7 +131,7 @@ pub async fn delete_published(db: impl sqlx::PgExecutor<'_>, seqs: &[i64]) -> Re
 ///
 /// Events a writer committed (those without a body of their own) are left alone for `direct` after their commit:
 /// their replica's relay is publishing them directly ([`crate::relay::Handoff`]) and deletes them within
-/// milliseconds, so a pass taking them too would only publish them twice. Other events (a test event, a
+/// [`crate::relay::DELETE_EVERY`] of their publish, so a pass taking them too would only publish them twice. Other events (a test event, a
 /// redelivery, a re-driven parked event) are taken at once.
 ///
 /// An event enqueued without its body gets it from its delivery. One whose delivery is gone (its workspace was
@@ -173,16 +173,35 @@ pub async fn take(tx: &mut PgConnection, limit: i64, direct: std::time::Duration
 }
 
 /// Whether at least `n` events wait to be published: a recovery adds nothing while they do, so live events never
-/// queue behind more than one of its batches.
-pub async fn backlog_at_least(db: &sqlx::PgPool, n: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT count(*) >= $1 AS "enough!" FROM (SELECT 1 FROM outbox LIMIT $1) o"#, n)
-        .fetch_one(db)
-        .await
+/// queue behind more than one of its batches. Rows a writer committed count once they are `after` old (see
+/// [`backlog`]).
+pub async fn backlog_at_least(db: &sqlx::PgPool, n: i64, after: std::time::Duration) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) >= $1 AS "enough!"
+             FROM (SELECT 1 FROM outbox
+                    WHERE payload IS NOT NULL OR created_at < now() - $2 * interval '1 millisecond'
+                    ORDER BY seq LIMIT $1) o"#,
+        n,
+        after.as_millis() as f64
+    )
+    .fetch_one(db)
+    .await
 }
 
-/// Events not yet published (the `crm_outbox_backlog` gauge).
-pub async fn backlog(db: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox"#).fetch_one(db).await
+/// Events not yet published (the `crm_outbox_backlog` gauge). A row a writer committed (one without a body of its
+/// own) counts once it is `after` old: until then its relay has most likely published it and is gathering its
+/// delete with others (`relay::BACKLOG_AFTER`). Both counts read the table in key order, through its primary key,
+/// as every statement of the relay's key-lookup pool does.
+pub async fn backlog(db: &sqlx::PgPool, after: std::time::Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!"
+             FROM (SELECT 1 FROM outbox
+                    WHERE payload IS NOT NULL OR created_at < now() - $1 * interval '1 millisecond'
+                    ORDER BY seq) o"#,
+        after.as_millis() as f64
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Sets events aside, in the relay's transaction (they were taken out of the outbox in it), with why.
