@@ -13,6 +13,37 @@ fn metric(text: &str, name: &str) -> u64 {
         as u64
 }
 
+/// Rows in the outbox: events not yet published, or published and not yet deleted.
+async fn outbox_len(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap()
+}
+
+/// A database and a stream as crm-api made them, with one workspace, and crm-api stopped again: for tests that
+/// drive the outbox and a relay themselves.
+async fn made_by_a_stopped_crm_api(
+    workspace: &str,
+) -> (TestDb, TestStream, uuid::Uuid, async_nats::jetstream::Context) {
+    let db = TestDb::create().await;
+    let names = TestStream::new(&crm_tests::shared_nats_url());
+    let process = ApiProcess::start(base_env(&db, &names)).await;
+    let ws = process.api.create_workspace(workspace).await;
+    let js = names.jetstream().await;
+    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
+    process.stop().await;
+    (db, names, ws, js)
+}
+
+/// A relay of the test's own on `pool` and `js`, batches of 100.
+fn own_relay(pool: sqlx::PgPool, js: &async_nats::jetstream::Context, poll_interval: Duration) -> relay::Relay {
+    relay::Relay::new(
+        pool,
+        service_common::nats::jetstream(js.client()),
+        crm_api::metrics::ApiMetrics::new(),
+        100,
+        poll_interval,
+    )
+}
+
 fn schema_validator() -> jsonschema::Validator {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto-schemas/crm-event.v1.schema.json");
     let schema: serde_json::Value =
@@ -79,27 +110,20 @@ async fn nothing_is_lost_while_nats_is_down() {
     eventually(Duration::from_secs(15), || async { stream::message_count(&js, &stream_names.stream).await == 1 }).await;
     let pool = db.pool().await;
     // Its row goes too, with the next delete of the direct path's.
-    eventually(Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
-    })
-    .await;
+    eventually(Duration::from_secs(10), || async { outbox_len(&pool).await == 0 }).await;
 
     nats.kill().await;
     for i in 0..10 {
         // The API answers at once: the request path never waits for NATS.
         api.interest(ws, &token, &format!("during{i}@example.com")).await.expect(201);
     }
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
-    assert_eq!(pending, 10, "events wait in the outbox while NATS is down");
+    assert_eq!(outbox_len(&pool).await, 10, "events wait in the outbox while NATS is down");
 
     nats.restart().await;
     let js = stream_names.jetstream().await;
     eventually(Duration::from_secs(30), || async { stream::message_count(&js, &stream_names.stream).await == 11 })
         .await;
-    eventually(Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
-    })
-    .await;
+    eventually(Duration::from_secs(10), || async { outbox_len(&pool).await == 0 }).await;
     let emails: std::collections::HashSet<String> =
         stream::events(&js, &stream_names.stream).await.into_iter().map(|e| e.row.unwrap().email).collect();
     assert_eq!(emails.len(), 11);
@@ -109,16 +133,8 @@ async fn nothing_is_lost_while_nats_is_down() {
 #[tokio::test]
 async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
     crm_tests::init_logging();
-    let db = TestDb::create().await;
-    let names = TestStream::new(&crm_tests::shared_nats_url());
-    let env = base_env(&db, &names);
-
     // Let crm-api create the stream, stop it, and commit three events while no relay runs.
-    let process = ApiProcess::start(env.clone()).await;
-    let ws = process.api.create_workspace("Crash").await;
-    let js = names.jetstream().await;
-    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
-    process.stop().await;
+    let (db, names, ws, js) = made_by_a_stopped_crm_api("Crash").await;
     let pool = db.pool().await;
     let subjects = crm_events::Subjects::new(names.prefix.clone());
     let headers = Default::default();
@@ -141,12 +157,9 @@ async fn a_relay_that_dies_after_publishing_does_not_duplicate() {
     assert_eq!(stream::message_count(&js, &names.stream).await, 3);
 
     // The next relay republishes the same batch: the stream stores each event once.
-    let process = ApiProcess::start(env).await;
+    let process = ApiProcess::start(base_env(&db, &names)).await;
     let api = process.api.clone();
-    eventually(Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap() == 0
-    })
-    .await;
+    eventually(Duration::from_secs(10), || async { outbox_len(&pool).await == 0 }).await;
     assert_eq!(stream::message_count(&js, &names.stream).await, 3);
     let metrics = api.get("/metrics", None).await.text;
     assert_eq!(metric(&metrics, "crm_outbox_duplicates_total"), 3, "{metrics}");
@@ -193,21 +206,9 @@ async fn two_replicas_share_the_outbox_without_double_publishing() {
 #[tokio::test]
 async fn the_direct_path_leaves_events_handed_over_too_long_ago_to_the_passes() {
     crm_tests::init_logging();
-    let db = TestDb::create().await;
-    let names = TestStream::new(&crm_tests::shared_nats_url());
     // Let crm-api create the stream, then drive a relay of our own.
-    let process = ApiProcess::start(base_env(&db, &names)).await;
-    let ws = process.api.create_workspace("Late").await;
-    let js = names.jetstream().await;
-    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
-    process.stop().await;
-    let relay = relay::Relay::new(
-        db.pool().await,
-        service_common::nats::jetstream(js.client()),
-        crm_api::metrics::ApiMetrics::new(),
-        100,
-        Duration::from_secs(1),
-    );
+    let (db, names, ws, js) = made_by_a_stopped_crm_api("Late").await;
+    let relay = own_relay(db.pool().await, &js, Duration::from_secs(1));
     let subjects = crm_events::Subjects::new(names.prefix.clone());
     let handed = |age: Duration| {
         let event = crm_events::RowChangedEvent::webhook_test(ws);
@@ -232,13 +233,7 @@ async fn the_direct_path_leaves_events_handed_over_too_long_ago_to_the_passes() 
 #[tokio::test]
 async fn the_direct_path_deletes_what_it_published_together_and_before_it_stops() {
     crm_tests::init_logging();
-    let db = TestDb::create().await;
-    let names = TestStream::new(&crm_tests::shared_nats_url());
-    let process = ApiProcess::start(base_env(&db, &names)).await;
-    let ws = process.api.create_workspace("Deletes").await;
-    let js = names.jetstream().await;
-    eventually(Duration::from_secs(10), || async { js.get_stream(&names.stream).await.is_ok() }).await;
-    process.stop().await;
+    let (db, names, ws, js) = made_by_a_stopped_crm_api("Deletes").await;
     let pool = db.pool().await;
     // Every statement that deletes outbox rows, with how many.
     sqlx::raw_sql(
@@ -254,15 +249,7 @@ async fn the_direct_path_deletes_what_it_published_together_and_before_it_stops(
     .execute(&pool)
     .await
     .unwrap();
-    let relay = || {
-        relay::Relay::new(
-            pool.clone(),
-            service_common::nats::jetstream(js.client()),
-            crm_api::metrics::ApiMetrics::new(),
-            100,
-            Duration::from_secs(600),
-        )
-    };
+    let relay = || own_relay(pool.clone(), &js, Duration::from_secs(600));
     let subjects = crm_events::Subjects::new(names.prefix.clone());
     let published = std::sync::atomic::AtomicU64::new(0);
     // As a writer commits an event: an outbox row without a body of its own, then the batch handed over; returns
@@ -286,8 +273,6 @@ async fn the_direct_path_deletes_what_it_published_together_and_before_it_stops(
         let n = published.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         eventually(Duration::from_secs(10), || async { stream::message_count(&js, &names.stream).await == n }).await;
     };
-    let outbox_len =
-        async || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
 
     // Gathering for longer than the test runs: ten batches, each published on its own (the next is handed over
     // once the last is in the stream), are deleted together when the relay stops, not one statement per batch.
@@ -299,7 +284,7 @@ async fn the_direct_path_deletes_what_it_published_together_and_before_it_stops(
     }
     shutdown.cancel();
     running.await.unwrap();
-    assert_eq!(outbox_len().await, 0, "what was published is deleted before the relay returns");
+    assert_eq!(outbox_len(&pool).await, 0, "what was published is deleted before the relay returns");
     let statements: Vec<i64> = sqlx::query_scalar("SELECT n FROM outbox_deletes").fetch_all(&pool).await.unwrap();
     assert_eq!(statements.iter().sum::<i64>(), 10, "{statements:?}");
     // One at the stop; one more if the relay's listener connected after a handover (a new connection asks for a
@@ -312,7 +297,7 @@ async fn the_direct_path_deletes_what_it_published_together_and_before_it_stops(
     let running = tokio::spawn(relay().run(handed, shutdown.clone()));
     for _ in 0..2 {
         hand_one(&handoff).await;
-        eventually(Duration::from_secs(10), || async { outbox_len().await == 0 }).await;
+        eventually(Duration::from_secs(10), || async { outbox_len(&pool).await == 0 }).await;
     }
     shutdown.cancel();
     running.await.unwrap();
