@@ -122,10 +122,12 @@ pub enum RecordError {
     Refused(String),
 }
 
-/// Whether the database refused the statement for what it holds (a data exception or a constraint violation,
-/// SQLSTATE classes 22 and 23), as opposed to not being there to run it. Only a refusal is worth splitting a batch
-/// for: when the database is away, every smaller write would fail the same way, each after the same wait.
-pub(super) fn is_refusal(error: &sqlx::Error) -> bool {
+/// Whether the database refused the statement for the rows it writes (a data exception or a constraint
+/// violation, SQLSTATE classes 22 and 23), as opposed to not being there to run it. Only such a refusal is worth
+/// splitting a batch for: when the database is away, every smaller write would fail the same way, each after the
+/// same wait. Narrower than `service_common::db::is_refusal`, which asks whether the connection stays usable (a
+/// serialization failure, say, leaves it usable, but is no reason to write the rows one by one).
+pub(super) fn refused_for_its_rows(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
         _ => false,
@@ -139,7 +141,7 @@ pub(super) fn is_refusal(error: &sqlx::Error) -> bool {
 pub async fn write_batch(conn: &mut PgConnection, batch: &[AttemptRecord]) -> Vec<Result<(), RecordError>> {
     let refusal = match record_batch(&mut *conn, batch).await {
         Ok(()) => return vec![Ok(()); batch.len()],
-        Err(e) if is_refusal(&e) => e,
+        Err(e) if refused_for_its_rows(&e) => e,
         Err(e) => return vec![Err(RecordError::Unavailable(e.to_string())); batch.len()],
     };
     if batch.len() > 1 {
@@ -166,7 +168,7 @@ async fn write_alone(
     if !refused_already {
         match record_batch(&mut *conn, std::slice::from_ref(record)).await {
             Ok(()) => return Ok(()),
-            Err(e) if is_refusal(&e) => {}
+            Err(e) if refused_for_its_rows(&e) => {}
             Err(e) => return Err(RecordError::Unavailable(e.to_string())),
         }
     }
@@ -176,7 +178,7 @@ async fn write_alone(
                 "attempt record refused; written without its response excerpt");
             Ok(())
         }
-        Err(e) if is_refusal(&e) => {
+        Err(e) if refused_for_its_rows(&e) => {
             tracing::error!(delivery_id = %record.delivery_id, attempt = record.attempt, error = %e,
                 "attempt record refused, even degraded");
             Err(RecordError::Refused(e.to_string()))

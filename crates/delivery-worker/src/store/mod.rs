@@ -272,7 +272,7 @@ impl Skipper {
                 async move {
                     on_held(&held, batch.len(), async |conn| match skip_batch(&mut *conn, &batch).await {
                         Ok(()) => vec![Ok(()); batch.len()],
-                        Err(e) if batch.len() > 1 && attempts::is_refusal(&e) => {
+                        Err(e) if batch.len() > 1 && attempts::refused_for_its_rows(&e) => {
                             let mut results = Vec::with_capacity(batch.len());
                             for skip in &batch {
                                 let result = skip_batch(&mut *conn, std::slice::from_ref(skip)).await;
