@@ -131,8 +131,8 @@ pub async fn delete_published(db: impl sqlx::PgExecutor<'_>, seqs: &[i64]) -> Re
 ///
 /// Events a writer committed (those without a body of their own) are left alone for `direct` after their commit:
 /// their replica's relay is publishing them directly ([`crate::relay::Handoff`]) and deletes them within
-/// [`crate::relay::DELETE_EVERY`] of their publish, so a pass taking them too would only publish them twice. Other events (a test event, a
-/// redelivery, a re-driven parked event) are taken at once.
+/// [`crate::relay::DELETE_EVERY`] of their publish, so a pass taking them too would only publish them twice. Other
+/// events (a test event, a redelivery, a re-driven parked event) are taken at once.
 ///
 /// An event enqueued without its body gets it from its delivery. One whose delivery is gone (its workspace was
 /// deleted, which deletes its deliveries) is dropped: there is nobody left to send it to.
